@@ -1,0 +1,126 @@
+"""Command line of the workflow: ``python -m dispersion <command> --help``.
+
+Each Snakemake rule is one call of a command here; commands import their heavy modules lazily
+so that ``--help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import sys
+
+
+def _json_arg(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({e}): {text[:80]!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return value
+
+
+def cmd_methods(args) -> None:
+    from . import METHODS, method_parameters
+
+    for name in METHODS:
+        print(f"{name:8s} {method_parameters(name)}")
+
+
+def cmd_tammes_run(args) -> None:
+    from .experiments import tammes
+
+    spec = dict(args.spec)
+    if args.device:
+        spec["device"] = args.device
+    s = tammes.run(spec, args.out, progress=not args.no_progress)
+    f = s["final"]
+    print(f"{spec.get('case', '')} {spec.get('variant', spec['method'])} {spec['optimizer']}: "
+          f"min angle {f['min_angle_deg']:.3f}° (best known {f['best_known_angle_deg']}) -> {args.out}")
+
+
+def cmd_tammes_aggregate(args) -> None:
+    from .report import tammes
+
+    runs = tammes.aggregate(args.summaries, args.runs_csv, args.points_csv)
+    print(f"{len(runs)} runs -> {args.runs_csv}, {args.points_csv}")
+
+
+def cmd_tammes_table(args) -> None:
+    from .report import tammes
+
+    tammes.table(args.runs_csv, args.md, args.tex, optimizer=args.optimizer)
+    print(f"-> {args.md}, {args.tex}")
+
+
+def cmd_tammes_figures(args) -> None:
+    from .report import tammes
+
+    paths = tammes.boxplot_figure(args.points_csv, args.runs_csv, args.case, args.boxplot)
+    paths += tammes.optimizer_figure(args.points_csv, args.runs_csv, args.case, args.optimizers)
+    print("-> " + ", ".join(paths))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m dispersion",
+        description="Dispersion on the hypersphere: experiments, aggregation, tables and figures. "
+        "Each Snakemake rule calls one of these commands.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="<command>")
+
+    s = sub.add_parser("methods", help="list the dispersion methods and their parameters")
+    s.set_defaults(func=cmd_methods)
+
+    s = sub.add_parser("tammes-run", help="one Tammes optimisation (PAPER.md 4.1)",
+                       description="Optimise N uniform random points on S^(d-1) with one method and write "
+                       "metrics.jsonl and summary.json into --out.")
+    s.add_argument("--spec", type=_json_arg, required=True,
+                   help='JSON object: n, d, method, params, optimizer, steps, lr, seed [, device, log_every, case, variant, label]')
+    s.add_argument("--out", required=True, help="run directory to write")
+    s.add_argument("--device", default=None, help="override spec device: auto | cpu | cuda | cuda:N")
+    s.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    s.set_defaults(func=cmd_tammes_run)
+
+    s = sub.add_parser("tammes-aggregate", help="merge Tammes runs into tidy CSVs")
+    s.add_argument("--summaries", nargs="+", required=True, help="summary.json files")
+    s.add_argument("--runs-csv", required=True, help="output: one row per run")
+    s.add_argument("--points-csv", required=True, help="output: one row per point (nearest-neighbour angle)")
+    s.set_defaults(func=cmd_tammes_aggregate)
+
+    s = sub.add_parser("tammes-table", help="Markdown + LaTeX table of the Tammes minimum angles")
+    s.add_argument("--runs-csv", required=True)
+    s.add_argument("--md", required=True, help="output Markdown file")
+    s.add_argument("--tex", required=True, help="output LaTeX (booktabs) file")
+    s.add_argument("--optimizer", default="riemannian_adam", help="which optimiser's runs to tabulate")
+    s.set_defaults(func=cmd_tammes_table)
+
+    s = sub.add_parser("tammes-figures", help="box plot and Riemannian-vs-Euclidean figure")
+    s.add_argument("--runs-csv", required=True)
+    s.add_argument("--points-csv", required=True)
+    s.add_argument("--case", required=True, help="case name to plot (e.g. s2_n24)")
+    s.add_argument("--boxplot", required=True, help="output stem (writes .pdf and .png)")
+    s.add_argument("--optimizers", required=True, help="output stem of the optimiser comparison")
+    s.set_defaults(func=cmd_tammes_figures)
+
+    for module, hook in (("image", "add_image_commands"), ("text", "add_text_commands"),
+                         ("synthetic", "add_synthetic_commands")):
+        if importlib.util.find_spec(f"dispersion.experiments.{module}") is None:
+            continue
+        mod = importlib.import_module(f"dispersion.experiments.{module}")
+        if hasattr(mod, hook):
+            getattr(mod, hook)(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Input validation shared by the regularizers and the metrics.
+
+Every public function that takes points on the sphere calls :func:`check_points` so that bad
+input fails loudly with the argument's name instead of returning a silent NaN.
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: Floating dtypes the library computes in. Half precision is rejected: ``arccos`` near ±1 and
+#: sums of N² kernel values lose too much precision in 10 or 7 mantissa bits.
+SUPPORTED_DTYPES = (torch.float32, torch.float64)
+
+#: Default tolerance on ``| ||x_i|| - 1 |`` for rows said to be on the unit sphere.
+NORM_ATOL = 1e-3
+
+
+def check_points(
+    X: torch.Tensor,
+    name: str = "X",
+    *,
+    min_rows: int = 2,
+    unit: bool = True,
+    atol: float = NORM_ATOL,
+) -> torch.Tensor:
+    """Validate a point set ``X`` of shape (N, d) and return it unchanged.
+
+    Raises
+    ------
+    TypeError
+        ``X`` is not a tensor, or its dtype is not float32/float64.
+    ValueError
+        ``X`` is not 2-D, has fewer than ``min_rows`` rows or fewer than 2 columns, contains
+        NaN/inf, or (``unit=True``) a row whose norm differs from 1 by more than ``atol``.
+    """
+    if not isinstance(X, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (N, d), got {type(X).__name__}")
+    if X.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(
+            f"{name} must have dtype float32 or float64, got {X.dtype}; half precision is not "
+            f"supported (cast with {name}.float())"
+        )
+    if X.dim() != 2:
+        raise ValueError(f"{name} must have shape (N, d), got shape {tuple(X.shape)}")
+    n, d = X.shape
+    if n < min_rows:
+        raise ValueError(f"{name} must have at least {min_rows} rows (points), got N={n}")
+    if d < 2:
+        raise ValueError(f"{name} must have at least 2 columns (a sphere S^(d-1) with d>=2), got d={d}")
+    with torch.no_grad():
+        if not torch.isfinite(X).all():
+            raise ValueError(f"{name} contains NaN or inf")
+        if unit:
+            err = (torch.linalg.vector_norm(X, dim=1) - 1).abs().max().item()
+            if err > atol:
+                raise ValueError(
+                    f"rows of {name} must lie on the unit sphere (|norm - 1| <= {atol}), "
+                    f"largest deviation is {err:.3g}; normalise with "
+                    f"torch.nn.functional.normalize({name}, dim=1)"
+                )
+    return X
+
+
+def check_positive(value: float, name: str) -> float:
+    """Return ``float(value)`` if it is a finite number > 0, else raise ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not (value > 0 and value != float("inf")):
+        raise ValueError(f"{name} must be > 0 and finite, got {value}")
+    return float(value)
+
+
+def check_positive_int(value: int, name: str) -> int:
+    """Return ``value`` if it is an int >= 1, else raise ``TypeError``/``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value

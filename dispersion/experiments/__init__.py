@@ -1,0 +1,1 @@
+"""Experiment families; each module exposes ``run(spec, out_dir) -> summary``."""

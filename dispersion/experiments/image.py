@@ -1,0 +1,332 @@
+"""Image classification with hyperspherical prototypes (PAPER.md §4.3).
+
+One run = one (dataset, D, method, seed):
+
+1. **Prototypes** (methods other than ``softmax``): C points on S^{D−1} placed by one
+   dispersion method alone (:func:`dispersion.prototypes.place_prototypes`, full batch,
+   Riemannian Adam); ``uniform`` keeps the random initial points (no dispersion); ``mmcs`` is
+   HPN's own prototype loss. Their ``min_angle`` and ``circular_variance`` are recorded and the
+   prototypes saved as ``prototypes.pt``.
+2. **Training**: a CIFAR-style ResNet (:mod:`dispersion.models.resnet`) mapping an image to R^D,
+   trained with the HPN loss Σ (1 − cos(f(x), p_y))² against the fixed prototypes, or, for the
+   ``softmax`` baseline, the same network followed by a C-way linear layer with softmax
+   cross-entropy (:mod:`dispersion.training`).
+3. **Evaluation**: top-1 accuracy on the test split after the last epoch (no model selection
+   on the test set).
+
+Writes ``metrics.jsonl`` (one row per epoch), ``summary.json`` (resolved spec, seed, versions,
+device, wall time; ``final`` = accuracies, prototype geometry, timings) and ``prototypes.pt``
+into the run directory. :func:`run_spec` builds the spec of a run from the workflow config;
+:func:`add_image_commands` adds ``image-run`` and ``image-report`` to the command line.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+__all__ = ["DATASETS", "BASELINES", "run", "run_spec", "add_image_commands"]
+
+#: dataset name -> (classes, input channels, image side in pixels).
+DATASETS = {
+    "fashion_mnist": (10, 1, 28),
+    "cifar100": (100, 3, 32),
+    "imagenet200": (200, 3, 64),
+}
+
+#: Method names that are not dispersion variants: the softmax network and random prototypes.
+BASELINES = ("softmax", "uniform")
+
+_TRAIN_DEFAULTS = {
+    "epochs": 250,
+    "batch_size": 128,
+    "lr": 0.01,
+    "momentum": 0.9,
+    "weight_decay": 1e-4,
+    "milestones": [100, 200],
+    "gamma": 0.1,
+    "amp": True,
+    "channels_last": True,
+    "eval_every": 10,
+    "eval_batch_size": 1000,
+    "prototype_reduction": "sum",
+    "num_workers": 8,
+}
+_REQUIRED = ("dataset", "dim", "method", "head", "regularizer", "params", "data", "model", "train", "prototypes")
+
+
+def _merge(base: dict, over: dict | None) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def run_spec(config: dict, dataset: str, dim: int | str, method: str) -> dict:
+    """The resolved spec of one image run from the workflow ``config`` (its ``image`` and
+    ``methods`` sections) — only the keys this run uses, so Snakemake reruns it exactly when
+    one of them changes.
+
+    ``method`` is ``softmax``, ``uniform`` or a variant name of ``config["methods"]`` (whose
+    ``params`` are updated by ``config["image"]["overrides"][method]``). Dataset settings
+    (``config["image"]["datasets"][dataset]``: ``path``, ``train_per_class``,
+    ``test_per_class``, ``augment``, and ``train``/``model``/``prototypes`` overrides) are merged
+    over the experiment-wide ``train``, ``model`` and ``prototypes`` sections.
+
+    Raises ``ValueError`` for an unknown dataset or method.
+    """
+    img = config["image"]
+    if dataset not in DATASETS or dataset not in img.get("datasets", {}):
+        raise ValueError(f"dataset must be one of the configured image datasets {list(img.get('datasets', {}))}, got {dataset!r}")
+    ds = img["datasets"][dataset]
+    if method in BASELINES:
+        regularizer, params, label = (None if method == "softmax" else "uniform"), {}, {
+            "softmax": "Softmax CE", "uniform": "Uniform (random)"}[method]
+    elif method in config.get("methods", {}):
+        variant = config["methods"][method]
+        regularizer, label = variant["method"], variant.get("label", method)
+        params = _merge(variant.get("params", {}), img.get("overrides", {}).get(method))
+    else:
+        raise ValueError(f"method must be one of {BASELINES} or a variant of config['methods'], got {method!r}")
+    return {
+        "dataset": dataset,
+        "dim": int(dim),
+        "method": method,
+        "label": label,
+        "head": "softmax" if method == "softmax" else "prototype",
+        "regularizer": regularizer,
+        "params": params,
+        "device": config.get("device", "auto"),
+        "data": {
+            "cache_dir": img.get("data_dir", "data"),
+            "path": ds.get("path"),
+            "train_per_class": ds.get("train_per_class"),
+            "test_per_class": ds.get("test_per_class"),
+            "subset_seed": ds.get("subset_seed", 0),
+            "augment": ds.get("augment", {"padding": 0, "hflip": False}),
+        },
+        "model": _merge(img.get("model", {}), ds.get("model")),
+        "train": _merge(_merge(_TRAIN_DEFAULTS, img.get("train")), ds.get("train")),
+        "prototypes": _merge(img.get("prototypes", {}), ds.get("prototypes")),
+    }
+
+
+def _build_loaders(spec: dict, device, seed: int):
+    """(train_loader, test_loader, info) for the spec's dataset, on ``device``."""
+    import torch
+
+    from ..data import images
+    from ..training import TensorLoader
+
+    dset, d, tr = spec["dataset"], spec["data"], spec["train"]
+    mean, std = images.NORMALIZATION[dset]
+    aug = d.get("augment") or {}
+    gen = torch.Generator().manual_seed(seed)
+    if dset == "imagenet200":
+        from torch.utils.data import DataLoader
+        from torchvision import transforms as T
+
+        norm = T.Normalize(mean, std)
+        train_tf = [T.RandomCrop(64, aug.get("padding", 0))] if aug.get("padding", 0) else []
+        train_tf += [T.RandomHorizontalFlip()] if aug.get("hflip") else []
+        train_ds, test_ds = images.imagenet200_datasets(
+            d.get("path"), T.Compose([*train_tf, T.ToTensor(), norm]), T.Compose([T.ToTensor(), norm])
+        )
+        kw = {"num_workers": int(tr["num_workers"]), "pin_memory": device.type == "cuda",
+              "persistent_workers": int(tr["num_workers"]) > 0}
+        train = DataLoader(train_ds, batch_size=tr["batch_size"], shuffle=True, generator=gen, drop_last=False, **kw)
+        test = DataLoader(test_ds, batch_size=tr["eval_batch_size"], shuffle=False, **kw)
+        return train, test, {"n_train": len(train_ds), "n_test": len(test_ds), "n_classes": len(train_ds.classes),
+                             "data_source": f"imagenet200:{d.get('path')}"}
+    load_kw = {"download": d.get("download", True)}
+    if dset == "fashion_mnist":
+        load_kw["check_md5"] = d.get("check_md5", True)
+    train_split, test_split = images.load_image_dataset(dset, d.get("cache_dir", "data"), d.get("path"), **load_kw)
+    if d.get("train_per_class"):
+        train_split = train_split.subset(images.class_balanced_subset(
+            train_split.labels, int(d["train_per_class"]), seed=int(d.get("subset_seed", 0))))
+    if d.get("test_per_class"):
+        test_split = test_split.subset(images.class_balanced_subset(
+            test_split.labels, int(d["test_per_class"]), seed=int(d.get("subset_seed", 0))))
+    augment = images.BatchAugment(mean, std, padding=int(aug.get("padding", 0)), hflip=bool(aug.get("hflip", False)),
+                                  generator=gen)
+    train = TensorLoader(train_split.images, train_split.labels, int(tr["batch_size"]), shuffle=True,
+                         generator=gen, transform=augment, device=device)
+    test = TensorLoader(test_split.images, test_split.labels, int(tr["eval_batch_size"]), shuffle=False,
+                        transform=augment, device=device)
+    return train, test, {"n_train": len(train_split), "n_test": len(test_split),
+                         "n_classes": train_split.n_classes, "data_source": train_split.source}
+
+
+def run(spec: dict, out_dir: str | Path, seed: int | None = None, *, progress: bool = True) -> dict:
+    """Run one (dataset, D, method, seed) image experiment and write its run files.
+
+    Parameters
+    ----------
+    spec : dict
+        As built by :func:`run_spec`: ``dataset``, ``dim``, ``method``, ``head``
+        (``"prototype"``/``"softmax"``), ``regularizer`` (a name of ``dispersion.METHODS``,
+        ``"uniform"`` or ``None``), ``params``, ``data``, ``model`` (``depth``, ``width``),
+        ``train`` (see :data:`_TRAIN_DEFAULTS`), ``prototypes`` (``steps``, ``lr``,
+        ``optimizer``) and optional ``device``.
+    out_dir : path
+        The run directory; receives ``metrics.jsonl``, ``summary.json``, ``prototypes.pt``.
+    seed : int, optional
+        Seeds the prototype placement, the network initialisation, the batch order and the
+        augmentation; defaults to ``spec["seed"]``.
+    progress : bool
+        Show tqdm progress bars.
+
+    Returns the summary dict. Raises ``ValueError`` for a spec with missing keys or values the
+    library rejects, ``FileNotFoundError`` for a dataset that cannot be found.
+    """
+    import torch
+
+    from .. import metrics
+    from ..models.resnet import resnet
+    from ..prototypes import place_prototypes
+    from ..runio import RunRecorder, atomic_save, resolve_device, seed_everything
+    from ..training import PrototypeHead, SoftmaxHead, train_classifier
+
+    missing = [k for k in _REQUIRED if k not in spec]
+    if missing:
+        raise ValueError(f"spec is missing key(s) {missing}; required: {list(_REQUIRED)}")
+    if seed is None:
+        if "seed" not in spec:
+            raise ValueError("seed must be given (argument or spec['seed'])")
+        seed = int(spec["seed"])
+    if spec["dataset"] not in DATASETS:
+        raise ValueError(f"spec['dataset'] must be one of {list(DATASETS)}, got {spec['dataset']!r}")
+    if spec["head"] not in ("prototype", "softmax"):
+        raise ValueError(f"spec['head'] must be 'prototype' or 'softmax', got {spec['head']!r}")
+    n_classes, in_channels, side = DATASETS[spec["dataset"]]
+    dim, tr, pr = int(spec["dim"]), spec["train"], spec["prototypes"]
+    if dim < 2:
+        raise ValueError(f"spec['dim'] must be >= 2, got {dim}")
+    device = resolve_device(spec.get("device", "auto"))
+    t_start = time.perf_counter()
+    rec = RunRecorder(out_dir, {**spec, "seed": seed}, seed, device)
+    print(f"image run: {spec['dataset']} D={dim} method={spec['method']} seed={seed} on {device}; "
+          f"ResNet-{spec['model'].get('depth', 32)}, {tr['epochs']} epochs", flush=True)
+
+    # 1. prototypes
+    final: dict = {}
+    t0 = time.perf_counter()
+    if spec["head"] == "prototype":
+        P = place_prototypes(n_classes, dim, spec["regularizer"], spec["params"], steps=int(pr.get("steps", 10_000)),
+                             lr=float(pr.get("lr", 5e-3)), seed=seed, device=device,
+                             optimizer=pr.get("optimizer", "riemannian_adam"), progress=progress)
+        P = P.detach().float()
+        final.update(
+            min_angle=metrics.min_angle(P).item(),
+            min_angle_deg=math.degrees(metrics.min_angle(P).item()),
+            circular_variance=metrics.circular_variance(P).item(),
+        )
+        atomic_save(Path(out_dir) / "prototypes.pt", lambda tmp: torch.save(P.cpu(), tmp))
+        head = PrototypeHead(P, reduction=tr.get("prototype_reduction", "sum"))
+    else:
+        final.update(min_angle=None, min_angle_deg=None, circular_variance=None)
+        head = None
+    final["prototype_time_s"] = time.perf_counter() - t0
+
+    # 2. data and network
+    seed_everything(seed, device)
+    train_loader, test_loader, info = _build_loaders(spec, device, seed)
+    if info["n_classes"] != n_classes:
+        raise ValueError(f"{spec['dataset']} has {info['n_classes']} classes, expected {n_classes}")
+    model = resnet(int(spec["model"].get("depth", 32)), dim, in_channels, int(spec["model"].get("width", 16)))
+    if head is None:
+        head = SoftmaxHead(dim, n_classes)
+    n_params = sum(p.numel() for p in model.parameters()) + sum(p.numel() for p in head.parameters())
+    history = train_classifier(
+        model, head, train_loader, epochs=int(tr["epochs"]), lr=float(tr["lr"]), momentum=float(tr["momentum"]),
+        weight_decay=float(tr["weight_decay"]), milestones=tr.get("milestones", []), gamma=float(tr.get("gamma", 0.1)),
+        device=device, amp=bool(tr.get("amp", False)), channels_last=bool(tr.get("channels_last", False)),
+        eval_loader=test_loader, eval_every=int(tr.get("eval_every", 1)), log=lambda r: rec.log(**r),
+        progress=progress, desc=f"{spec['dataset']} D={dim} {spec['method']} s{seed}",
+    )
+    # 3. evaluation: the last epoch's model (train_classifier always evaluates the last epoch)
+    ev = {"accuracy": history[-1]["eval_accuracy"], "loss": history[-1]["eval_loss"]}
+    epoch_times = [h["epoch_time_s"] for h in history]
+    final.update(
+        test_accuracy=ev["accuracy"],
+        test_loss=ev["loss"],
+        train_accuracy=history[-1]["train_accuracy"],
+        train_loss=history[-1]["train_loss"],
+        epochs=len(history),
+        train_time_s=sum(epoch_times),
+        epoch_time_s=sum(epoch_times[1:]) / max(1, len(epoch_times) - 1) if len(epoch_times) > 1 else epoch_times[0],
+        n_params=n_params,
+        total_time_s=time.perf_counter() - t_start,
+        **info,
+    )
+    summary = rec.finish(final=final)
+    print(f"-> test accuracy {ev['accuracy']:.4f}"
+          + (f", prototype min angle {final['min_angle_deg']:.2f}°" if final["min_angle"] is not None else "")
+          + f", {final['epoch_time_s']:.2f} s/epoch -> {out_dir}", flush=True)
+    return summary
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _load_spec(text: str) -> dict:
+    """``--config``: a path to a YAML/JSON file, or an inline JSON object."""
+    text = text.strip()
+    if text.startswith("{"):
+        value = json.loads(text)
+    else:
+        path = Path(text)
+        if not path.is_file():
+            raise FileNotFoundError(f"--config {text!r}: no such file (and not an inline JSON object)")
+        import yaml
+
+        with open(path, encoding="utf-8") as f:
+            value = yaml.safe_load(f)
+    if not isinstance(value, dict):
+        raise ValueError("--config must hold a mapping (the resolved image run spec)")
+    return value
+
+
+def _cmd_image_run(args) -> None:
+    spec = _load_spec(args.config)
+    if args.device:
+        spec["device"] = args.device
+    run(spec, args.out, args.seed, progress=not args.no_progress)
+
+
+def _cmd_image_report(args) -> None:
+    from ..report import image as report
+
+    paths = report.report(args.summaries, results_dir=args.results_dir, tables_dir=args.tables_dir,
+                          figures_dir=args.figures_dir, dataset=args.dataset)
+    print("-> " + ", ".join(paths))
+
+
+def add_image_commands(subparsers) -> None:
+    """Add ``image-run`` and ``image-report`` to the ``python -m dispersion`` sub-parsers."""
+    s = subparsers.add_parser(
+        "image-run", help="one image-classification run (PAPER.md 4.3)",
+        description="Place prototypes with one method (unless softmax), train a ResNet on the dataset and "
+        "write metrics.jsonl, summary.json and prototypes.pt into --out.")
+    s.add_argument("--config", required=True,
+                   help="the resolved run spec (dispersion.experiments.image.run_spec): a YAML/JSON file or inline JSON")
+    s.add_argument("--out", required=True, help="run directory to write")
+    s.add_argument("--seed", type=int, required=True, help="seed of the prototypes, network, batches and augmentation")
+    s.add_argument("--device", default=None, help="override the spec's device: auto | cpu | cuda | cuda:N")
+    s.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    s.set_defaults(func=_cmd_image_run)
+
+    s = subparsers.add_parser(
+        "image-report", help="tidy CSV, tables and figures of the image runs",
+        description="Merge image summary.json files into <results-dir>/image_runs.csv and write the accuracy and "
+        "prototype tables (Markdown + LaTeX) and the figures (PDF + PNG) of one dataset.")
+    s.add_argument("--summaries", nargs="+", required=True, help="summary.json files of image runs")
+    s.add_argument("--dataset", required=True, help="which dataset's runs to tabulate and plot")
+    s.add_argument("--results-dir", required=True, help="where image_<dataset>_runs.csv goes")
+    s.add_argument("--tables-dir", required=True, help="where image_<dataset>_*.md/.tex go")
+    s.add_argument("--figures-dir", required=True, help="where image_<dataset>_*.pdf/.png go")
+    s.set_defaults(func=_cmd_image_report)

@@ -1,0 +1,24 @@
+"""The paper's dispersion regularizers (PAPER.md §3), one module per family."""
+
+from .base import Regularizer
+from .lloyd import Lloyd, lloyd_energy
+from .pairwise import (
+    MHE,
+    MMA,
+    MMCS,
+    KoLeo,
+    kernel_from_cosine,
+    koleo_loss,
+    mhe_energy,
+    mma_loss,
+    mmcs_loss,
+)
+from .registry import METHODS, REGISTRY, build, method_parameters
+from .sliced import Sliced, sliced_energy_from_angles
+from .ssw import SSW
+
+__all__ = [
+    "Regularizer", "MHE", "MMA", "KoLeo", "MMCS", "Lloyd", "Sliced", "SSW",
+    "kernel_from_cosine", "mhe_energy", "mma_loss", "koleo_loss", "mmcs_loss", "lloyd_energy",
+    "sliced_energy_from_angles", "METHODS", "REGISTRY", "build", "method_parameters",
+]

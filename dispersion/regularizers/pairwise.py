@@ -1,0 +1,228 @@
+"""Pairwise dispersion regularizers: kernel energies (MHE), MMA, KoLeo and MMCS.
+
+All four are functions of the cosine matrix G = X Xᵀ of the points X (N, d) with unit rows
+(PAPER.md §3.1–3.4). Each is written once as a function of cosines, so that the dense path here
+and a blocked path (which never holds the N×N matrix) share the same formula.
+
+Numerics (applies to every function in this module): cosines are clamped to
+[−1 + ε, 1 − ε] before a distance is taken (ε = 1e-6 in float32, 1e-12 in float64), so that
+``arccos`` and ``sqrt(2 − 2c)`` have finite gradients when two points coincide or are antipodal.
+A consequence: two exactly coincident points exert no force on each other through the clamped
+term (their other neighbours still move them); the value is finite but not exact for pairs
+closer than about sqrt(2ε) rad.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .._checks import check_positive
+from .base import Regularizer
+
+__all__ = [
+    "KERNELS",
+    "DISTANCES",
+    "cosine_clamp_eps",
+    "chordal_from_cosine",
+    "geodesic_from_cosine",
+    "kernel_from_cosine",
+    "mhe_energy",
+    "mma_loss",
+    "koleo_loss",
+    "mmcs_loss",
+    "MHE",
+    "MMA",
+    "KoLeo",
+    "MMCS",
+]
+
+KERNELS = ("gaussian", "laplace", "riesz")
+DISTANCES = ("chordal", "geodesic")
+
+
+def cosine_clamp_eps(dtype: torch.dtype) -> float:
+    """ε of the cosine clamp [−1 + ε, 1 − ε]: 1e-6 for float32, 1e-12 for float64."""
+    return 1e-12 if dtype == torch.float64 else 1e-6
+
+
+def chordal_from_cosine(c: torch.Tensor) -> torch.Tensor:
+    """Chordal (Euclidean) distance d_R = ‖x − y‖ = sqrt(2 − 2c) from cosines ``c`` (any shape).
+
+    ``c`` is clamped to at most 1 − ε first (see the module docstring); the result has the
+    shape, dtype and device of ``c``.
+    """
+    eps = cosine_clamp_eps(c.dtype)
+    return torch.sqrt(2 - 2 * c.clamp(max=1 - eps))
+
+
+def geodesic_from_cosine(c: torch.Tensor) -> torch.Tensor:
+    """Geodesic distance d_S = arccos(c) in radians, from cosines ``c`` clamped to [−1+ε, 1−ε]."""
+    eps = cosine_clamp_eps(c.dtype)
+    return torch.arccos(c.clamp(-1 + eps, 1 - eps))
+
+
+def _check_kernel(kernel: str, distance: str, gamma: float, s: float) -> tuple[str, str, float, float]:
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+    if distance not in DISTANCES:
+        raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+    gamma = check_positive(gamma, "gamma")
+    if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s):
+        raise ValueError(f"s must be a finite real number, got {s!r}")
+    return kernel, distance, gamma, float(s)
+
+
+def kernel_from_cosine(
+    c: torch.Tensor,
+    kernel: str = "gaussian",
+    distance: str = "chordal",
+    gamma: float = 1.0,
+    s: float = 1.0,
+) -> torch.Tensor:
+    """Zonal kernel k(x, y) = f(⟨x, y⟩) evaluated elementwise on cosines ``c`` (any shape).
+
+    With d = d_R = sqrt(2 − 2c) (``distance="chordal"``) or d = d_S = arccos c
+    (``"geodesic"``), PAPER.md §3.1:
+
+    * ``gaussian``: exp(−γ d²)   (for chordal d this is exp(−2γ(1 − c)), smooth in c)
+    * ``laplace``:  exp(−γ d)
+    * ``riesz``:    d^(−s) for s > 0, −log d for s = 0, −d^(−s) for s < 0
+      (the Riesz s-energy; chordal s = 1 on S² is the Thomson/Coulomb energy).
+
+    These are the true distances; the authors' code used 2 − c instead of 2 − 2c inside the
+    chordal Laplace and Riesz kernels, which we do not copy.
+
+    Raises ``ValueError`` for an unknown kernel or distance, γ ≤ 0, or a non-finite s.
+    """
+    kernel, distance, gamma, s = _check_kernel(kernel, distance, gamma, s)
+    if kernel == "gaussian" and distance == "chordal":
+        return torch.exp(-gamma * (2 - 2 * c))
+    d = chordal_from_cosine(c) if distance == "chordal" else geodesic_from_cosine(c)
+    if kernel == "gaussian":
+        return torch.exp(-gamma * d * d)
+    if kernel == "laplace":
+        return torch.exp(-gamma * d)
+    if s > 0:
+        return d.pow(-s)
+    if s == 0:
+        return -torch.log(d)
+    return -d.pow(-s)
+
+
+def _gram(X: torch.Tensor) -> torch.Tensor:
+    return X @ X.T
+
+
+def mhe_energy(
+    X: torch.Tensor,
+    kernel: str = "gaussian",
+    distance: str = "chordal",
+    gamma: float = 1.0,
+    s: float = 1.0,
+) -> torch.Tensor:
+    """Pairwise kernel energy R_k(X) = mean over pairs i < j of k(x_i, x_j) (PAPER.md §3.1).
+
+    ``X``: (N, d) unit rows (not validated here; the :class:`MHE` module validates). Returns a
+    0-dim tensor, same dtype/device. Dense: builds the N×N cosine matrix, O(N² d) time and
+    O(N²) memory; feed it a random row minibatch at scale, as the paper does.
+
+    For a rotation-invariant kernel this equals, up to a positive factor and an additive
+    constant, the squared MMD between the empirical measure of X and the uniform measure on
+    the sphere (the paper's reinterpretation; ``tests/test_regularizers.py`` checks it).
+    """
+    n = X.shape[0]
+    K = kernel_from_cosine(_gram(X), kernel, distance, gamma, s)
+    return torch.triu(K, diagonal=1).sum() / (n * (n - 1) / 2)
+
+
+def _nearest_cosine(X: torch.Tensor) -> torch.Tensor:
+    """max_{j≠i} ⟨x_i, x_j⟩ for every i, shape (N,); only the true diagonal is excluded."""
+    G = _gram(X)
+    eye = torch.eye(X.shape[0], dtype=torch.bool, device=X.device)
+    return G.masked_fill(eye, -float("inf")).amax(dim=1)
+
+
+def mma_loss(X: torch.Tensor) -> torch.Tensor:
+    """Maximum of minimum angles: R(X) = −(1/N) Σ_i min_{j≠i} d_S(x_i, x_j) (PAPER.md §3.2).
+
+    Wang et al., *Orthogonal Over-parameterized Training* / MMA regularization (NeurIPS 2020).
+    Radians. The gradient flows only through each point's nearest neighbour.
+    """
+    return -geodesic_from_cosine(_nearest_cosine(X)).mean()
+
+
+def koleo_loss(X: torch.Tensor) -> torch.Tensor:
+    """KoLeo: R(X) = −(1/N) Σ_i log min_{j≠i} d_R(x_i, x_j) (PAPER.md §3.3).
+
+    The Kozachenko–Leonenko differential-entropy estimator used as a regularizer by
+    Sablayrolles et al., *Spreading vectors for similarity search* (ICLR 2019).
+    """
+    return -torch.log(chordal_from_cosine(_nearest_cosine(X))).mean()
+
+
+def mmcs_loss(X: torch.Tensor) -> torch.Tensor:
+    """MMCS: R(X) = (1/N) Σ_i max_{j≠i} (⟨x_i, x_j⟩ + 1) (PAPER.md §3.4).
+
+    The prototype loss of Hyperspherical Prototype Networks (Mettes, van der Pol, Snoek,
+    NeurIPS 2019): minimise each prototype's largest cosine similarity to another one.
+    """
+    return (_nearest_cosine(X) + 1).mean()
+
+
+class MHE(Regularizer):
+    """Pairwise kernel energy (minimum hyperspherical energy), see :func:`mhe_energy`.
+
+    Parameters
+    ----------
+    kernel : {"gaussian", "laplace", "riesz"}
+    distance : {"chordal", "geodesic"}
+    gamma : float > 0
+        Bandwidth of the gaussian and laplace kernels (paper default 1).
+    s : float
+        Riesz exponent (paper default 1; 0 is the logarithmic energy; negative allowed).
+    """
+
+    name = "mhe"
+    pairwise = True
+
+    def __init__(self, kernel: str = "gaussian", distance: str = "chordal", gamma: float = 1.0, s: float = 1.0):
+        super().__init__()
+        self.kernel, self.distance, self.gamma, self.s = _check_kernel(kernel, distance, gamma, s)
+
+    def energy(self, X: torch.Tensor) -> torch.Tensor:
+        return mhe_energy(X, self.kernel, self.distance, self.gamma, self.s)
+
+    def hparams(self) -> dict:
+        return {"kernel": self.kernel, "distance": self.distance, "gamma": self.gamma, "s": self.s}
+
+
+class MMA(Regularizer):
+    """Maximise the minimum angle, see :func:`mma_loss`. No parameters."""
+
+    name = "mma"
+    pairwise = True
+
+    def energy(self, X: torch.Tensor) -> torch.Tensor:
+        return mma_loss(X)
+
+
+class KoLeo(Regularizer):
+    """KoLeo entropy regularizer, see :func:`koleo_loss`. No parameters."""
+
+    name = "koleo"
+    pairwise = True
+
+    def energy(self, X: torch.Tensor) -> torch.Tensor:
+        return koleo_loss(X)
+
+
+class MMCS(Regularizer):
+    """HPN's maximum cosine similarity loss, see :func:`mmcs_loss`. No parameters."""
+
+    name = "mmcs"
+    pairwise = True
+
+    def energy(self, X: torch.Tensor) -> torch.Tensor:
+        return mmcs_loss(X)
