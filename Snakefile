@@ -13,9 +13,13 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/tammes.smk"
+include: "workflow/rules/synthetic.smk"
+include: "workflow/rules/paper.smk"
 
 
 rule all:
-    input:
-        tammes_outputs(),
     default_target: True
+    input:
+        paths.tammes_outputs(),
+        paths.synthetic_outputs(),
+        paths.res("paper", "STATUS.txt"),

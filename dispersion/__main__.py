@@ -11,6 +11,10 @@ import importlib
 import importlib.util
 import json
 import sys
+import warnings
+
+# geoopt and POT call torch.jit.script at import time; torch >= 2.10 warns about it on every run.
+warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning)
 
 
 def _json_arg(text: str) -> dict:
@@ -64,6 +68,12 @@ def cmd_tammes_figures(args) -> None:
     print("-> " + ", ".join(paths))
 
 
+def cmd_paper(args) -> None:
+    from .report import paper
+
+    print(paper.build(args.tex, args.results, args.figures, args.status), end="")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m dispersion",
@@ -105,6 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--boxplot", required=True, help="output stem (writes .pdf and .png)")
     s.add_argument("--optimizers", required=True, help="output stem of the optimiser comparison")
     s.set_defaults(func=cmd_tammes_figures)
+
+    s = sub.add_parser("paper", help="build paper/main.tex against the workflow's outputs (needs latexmk)",
+                       description="Compile the LaTeX document with latexmk when it is installed; otherwise check "
+                       "that every table and figure it includes exists and say that the PDF was skipped.")
+    s.add_argument("--tex", default="paper/main.tex")
+    s.add_argument("--results", required=True, help="results root (holds tables/)")
+    s.add_argument("--figures", required=True, help="figures root")
+    s.add_argument("--status", required=True, help="status file to write; the PDF goes beside it as main.pdf")
+    s.set_defaults(func=cmd_paper)
 
     for module, hook in (("image", "add_image_commands"), ("text", "add_text_commands"),
                          ("synthetic", "add_synthetic_commands")):

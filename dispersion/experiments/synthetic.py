@@ -1,0 +1,171 @@
+"""Large-scale synthetic dispersion (PAPER.md §4.2) and the studies built on it.
+
+One run = N points on S^{d−1} from an initialisation (``uniform`` or ``clumped`` = Power
+Spherical with a random mean direction and concentration κ), optimised with one method for a
+number of steps (or a wall-time budget), logging ``min_angle`` and ``circular_variance`` of all
+N points every ``log_every`` steps (outside the timed update steps).
+
+Compute matching (the paper's protocol): methods whose cost is quadratic in the rows they see
+(``mhe``, ``mma``, ``koleo``, ``mmcs``) and ``lloyd`` see a random minibatch of ``batch_size``
+rows per step (512 in the paper); ``sliced`` and ``ssw`` see all rows, with the number of
+slices ``"auto"`` = round(batch_size² / N) (13 at N = 20 000).
+
+The pseudo-method ``reference`` is i.i.d. uniform points (no optimisation): the reference
+line of the figures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .. import metrics
+from ..optim import optimize
+from ..regularizers import REGISTRY, build
+from ..runio import RunRecorder, resolve_device, seed_everything
+from ..sphere import power_spherical, uniform
+
+__all__ = ["run", "resolve_params", "uses_minibatch", "initial_points", "add_synthetic_commands"]
+
+REQUIRED = ("n", "d", "init", "method", "params", "steps", "lr", "optimizer", "seed")
+SLICE_PARAMS = {"sliced": "n_slices", "ssw": "n_projections"}
+
+
+def uses_minibatch(method: str) -> bool:
+    """True for the methods fed a random row minibatch at scale: the pairwise ones and Lloyd."""
+    return method == "lloyd" or (method in REGISTRY and REGISTRY[method].pairwise)
+
+
+def _minibatched(spec: dict) -> bool:
+    return uses_minibatch(spec["method"]) and not spec.get("full_batch", False)
+
+
+def resolve_params(method: str, params: dict, n: int, batch_size: int) -> dict:
+    """Replace ``"auto"`` slice counts by round(batch_size² / n) (at least 1): the paper's
+    compute matching of sliced methods on all N rows against pairwise methods on a minibatch."""
+    out = dict(params)
+    key = SLICE_PARAMS.get(method)
+    if key and out.get(key) == "auto":
+        out[key] = max(1, round(batch_size**2 / n))
+    return out
+
+
+def initial_points(spec: dict, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """The (N, d) starting points of ``spec``: ``init`` = ``uniform`` or ``clumped`` (κ = ``kappa``)."""
+    n, d = int(spec["n"]), int(spec["d"])
+    if spec["init"] == "uniform":
+        return uniform(n, d, generator=generator, device=device)
+    if spec["init"] == "clumped":
+        return power_spherical(n, d, float(spec.get("kappa", 100.0)), generator=generator, device=device)
+    raise ValueError(f"spec['init'] must be 'uniform' or 'clumped', got {spec['init']!r}")
+
+
+def run(spec: dict, out_dir: str | Path, progress: bool = True) -> dict:
+    """Run one synthetic optimisation and write ``metrics.jsonl`` and ``summary.json``.
+
+    ``spec`` keys: ``n``, ``d``, ``init`` (``uniform``/``clumped``), ``kappa``, ``method``
+    (a name of ``dispersion.METHODS`` or ``reference``), ``params``, ``steps``, ``lr``,
+    ``optimizer``, ``seed``; optional ``batch_size`` (default 512; applied to the methods of
+    :func:`uses_minibatch` unless ``full_batch`` is true), ``max_time_s`` (stop after this much update time), ``log_every``,
+    ``device``, and labels (``study``, ``cell``, ``variant``, ``label``) copied to the summary.
+    The summary's ``final`` holds ``min_angle`` (radians), ``circular_variance``,
+    ``update_time_s`` (update steps alone), ``steps_done`` and ``it_per_s``.
+    """
+    missing = [k for k in REQUIRED if k not in spec]
+    if missing:
+        raise ValueError(f"spec is missing key(s) {missing}; required: {list(REQUIRED)}")
+    device = resolve_device(spec.get("device", "auto"))
+    seed = int(spec["seed"])
+    gen = seed_everything(seed, device)
+    n = int(spec["n"])
+    batch_size = int(spec.get("batch_size") or 512)
+    X0 = initial_points(spec if spec["method"] != "reference" else {**spec, "init": "uniform"}, gen, device)
+    rec = RunRecorder(out_dir, spec, seed, device)
+
+    def callback(step: int, X: torch.Tensor) -> dict:
+        return {"min_angle": metrics.min_angle(X).item(), "circular_variance": metrics.circular_variance(X).item()}
+
+    if spec["method"] == "reference":
+        X, t, steps_done, history = X0, 0.0, 0, [{"step": 0, "loss": None, **callback(0, X0)}]
+        params = {}
+    else:
+        params = resolve_params(spec["method"], spec["params"], n, batch_size)
+        reg = build(spec["method"], generator=gen, **params)
+        steps = int(spec["steps"])
+        res = optimize(
+            X0, reg, steps=steps, lr=float(spec["lr"]), optimizer=spec["optimizer"],
+            batch_size=batch_size if _minibatched(spec) else None,
+            generator=gen, callback=callback,
+            log_every=int(spec.get("log_every") or max(1, steps // 10)),
+            progress=progress, max_time_s=spec.get("max_time_s"),
+            desc=f"{spec.get('cell', '')} {spec.get('variant', spec['method'])}",
+        )
+        X, t, steps_done, history = res.X, res.update_time_s, res.steps, res.history
+    for row in history:
+        rec.log(**row)
+    final = {
+        "min_angle": history[-1]["min_angle"],
+        "circular_variance": history[-1]["circular_variance"],
+        "update_time_s": t,
+        "steps_done": steps_done,
+        "it_per_s": steps_done / t if t > 0 else None,
+        "resolved_params": params,
+        "batch_size_used": min(batch_size, n) if _minibatched(spec) else n,
+    }
+    return rec.finish(final=final)
+
+
+def add_synthetic_commands(sub) -> None:
+    """Register ``synthetic-run``, ``synthetic-aggregate`` and ``synthetic-report`` on an
+    argparse subparsers object (called by ``python -m dispersion``)."""
+    from ..__main__ import _json_arg
+
+    s = sub.add_parser("synthetic-run", help="one large-scale synthetic optimisation (PAPER.md 4.2)",
+                       description="Optimise N points from a uniform or clumped start with one method; "
+                       "writes metrics.jsonl and summary.json into --out.")
+    s.add_argument("--spec", type=_json_arg, required=True,
+                   help="JSON: n, d, init, kappa, method, params, steps, lr, optimizer, seed "
+                   "[, batch_size, max_time_s, log_every, device, study, cell, variant, label]")
+    s.add_argument("--out", required=True, help="run directory to write")
+    s.add_argument("--device", default=None, help="override the spec's device (auto | cpu | cuda)")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=_cmd_run)
+
+    s = sub.add_parser("synthetic-aggregate", help="merge the runs of one synthetic study into tidy CSVs")
+    s.add_argument("--summaries", nargs="+", required=True)
+    s.add_argument("--runs-csv", required=True, help="output: one row per run (final metrics)")
+    s.add_argument("--curves-csv", required=True, help="output: one row per run and logged step")
+    s.set_defaults(func=_cmd_aggregate)
+
+    s = sub.add_parser("synthetic-report", help="tables and figures of one synthetic study")
+    s.add_argument("--study", required=True, choices=["main", "regimes", "slices", "fullbatch", "optimizers"])
+    s.add_argument("--runs-csv", required=True)
+    s.add_argument("--curves-csv", required=True)
+    s.add_argument("--tables", nargs="+", required=True, help="output table stems (writes .md and .tex)")
+    s.add_argument("--figures", nargs="*", default=[], help="output figure stems (writes .pdf and .png)")
+    s.set_defaults(func=_cmd_report)
+
+
+def _cmd_run(args) -> None:
+    spec = dict(args.spec)
+    if args.device:
+        spec["device"] = args.device
+    s = run(spec, args.out, progress=not args.no_progress)
+    f = s["final"]
+    print(f"{spec.get('cell', '')} {spec.get('variant', spec['method'])}: min angle {f['min_angle']:.4f} rad, "
+          f"circular variance {f['circular_variance']:.4f}, {f['steps_done']} steps in {f['update_time_s']:.2f} s -> {args.out}")
+
+
+def _cmd_aggregate(args) -> None:
+    from ..report import synthetic
+
+    runs = synthetic.aggregate(args.summaries, args.runs_csv, args.curves_csv)
+    print(f"{len(runs)} runs -> {args.runs_csv}, {args.curves_csv}")
+
+
+def _cmd_report(args) -> None:
+    from ..report import synthetic
+
+    paths = synthetic.REPORTS[args.study](args.runs_csv, args.curves_csv, args.tables, args.figures)
+    print("-> " + ", ".join(paths))

@@ -1,0 +1,112 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dispersion import metrics
+from conftest import DEVICES, cross_polytope, random_sphere, simplex
+
+
+def dense_nn_angles(X):
+    G = (X @ X.T).clamp(-1, 1)
+    G.fill_diagonal_(-2)
+    return torch.arccos(G.max(dim=1).values)
+
+
+@pytest.mark.parametrize("n", [3, 5, 10, 33])
+def test_simplex_min_angle(n):
+    X = simplex(n)
+    expected = math.acos(-1 / (n - 1))
+    assert metrics.min_angle(X).item() == pytest.approx(expected, abs=1e-9)
+    assert torch.allclose(metrics.nearest_neighbor_angles(X), torch.full((n,), expected, dtype=X.dtype), atol=1e-9)
+    # the simplex is centred: circular variance 1
+    assert metrics.circular_variance(X).item() == pytest.approx(1.0, abs=1e-12)
+    assert metrics.mean_angle(X).item() == pytest.approx(expected, abs=1e-9)
+    assert metrics.median_angle(X).item() == pytest.approx(expected, abs=1e-9)
+
+
+@pytest.mark.parametrize("d", [2, 3, 8])
+def test_cross_polytope_min_angle(d):
+    X = cross_polytope(d)
+    assert math.degrees(metrics.min_angle(X).item()) == pytest.approx(90.0, abs=1e-9)
+    # pairs: d antipodal (π) and 2d(d−1) orthogonal (π/2)
+    m = d * (2 * d - 1)
+    assert metrics.mean_angle(X).item() == pytest.approx((d * math.pi + (m - d) * math.pi / 2) / m, abs=1e-9)
+
+
+@pytest.mark.parametrize("block_size", [1, 7, 16, 100, None])
+def test_blocked_equals_dense(block_size):
+    X = random_sphere(100, 5, seed=3)
+    nn = metrics.nearest_neighbor_angles(X, block_size=block_size)
+    assert torch.allclose(nn, dense_nn_angles(X), atol=1e-7)
+
+
+def test_duplicates_in_different_blocks_give_zero():
+    X = random_sphere(40, 6, seed=4)
+    X[37] = X[2]  # same point, far apart in row order: different blocks of size 8
+    nn = metrics.nearest_neighbor_angles(X, block_size=8)
+    assert nn[2].item() == 0.0 and nn[37].item() == 0.0
+    assert metrics.min_angle(X, block_size=8).item() == 0.0
+    # and no other row is reported at zero: only the true diagonal was excluded
+    assert (nn > 0).sum().item() == 38
+
+
+def test_block_diagonal_is_not_excluded():
+    # Row 6 is local row 1 of the block [5, 10); an implementation that masked local index
+    # i == j (column 1) instead of the true diagonal (column 6) would hide its duplicate, row 1.
+    X = random_sphere(10, 4, seed=5)
+    X[6] = X[1]
+    nn = metrics.nearest_neighbor_angles(X, block_size=5)
+    assert nn[1].item() == 0.0 and nn[6].item() == 0.0
+
+
+def test_small_angles_are_accurate_in_float32():
+    # Two points 1e-4 rad apart: arccos of a float32 cosine cannot resolve this; the chordal
+    # recomputation does.
+    theta = 1e-4
+    X = torch.tensor([[1.0, 0.0, 0.0], [math.cos(theta), math.sin(theta), 0.0], [0.0, 0.0, 1.0]])
+    assert metrics.min_angle(X).item() == pytest.approx(theta, rel=1e-3)
+
+
+def test_mean_and_median_against_numpy():
+    X = random_sphere(57, 4, seed=6)
+    G = (X @ X.T).clamp(-1, 1).numpy()
+    iu = np.triu_indices(57, 1)
+    a = np.arccos(G[iu])
+    assert metrics.mean_angle(X, block_size=10).item() == pytest.approx(a.mean(), abs=1e-12)
+    assert metrics.median_angle(X, block_size=10).item() == pytest.approx(np.median(a), abs=1e-12)
+    # odd number of pairs
+    Y = random_sphere(6, 3, seed=8)  # 15 pairs
+    b = np.arccos(np.clip((Y @ Y.T).numpy()[np.triu_indices(6, 1)], -1, 1))
+    assert metrics.median_angle(Y).item() == pytest.approx(np.median(b), abs=1e-12)
+
+
+def test_circular_variance_of_a_clump_is_zero():
+    X = torch.zeros(5, 3, dtype=torch.float64)
+    X[:, 0] = 1
+    assert metrics.circular_variance(X).item() == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dtype_and_device(device, dtype):
+    X = simplex(8, dtype=dtype).to(device)
+    v = metrics.min_angle(X)
+    assert v.dtype == dtype and v.device.type == device
+    assert v.item() == pytest.approx(math.acos(-1 / 7), abs=1e-5)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="shape"):
+        metrics.min_angle(torch.ones(3))
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        metrics.min_angle(torch.ones(1, 3))
+    with pytest.raises(ValueError, match="unit sphere"):
+        metrics.min_angle(torch.ones(4, 3))
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.circular_variance(torch.full((4, 3), float("nan")))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        metrics.min_angle(simplex(4).half())
+    with pytest.raises(ValueError, match="block_size"):
+        metrics.min_angle(simplex(4), block_size=0)

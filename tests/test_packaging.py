@@ -1,0 +1,52 @@
+"""Static checks of the packaging: conda file, pins, layout."""
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pins(path):
+    out = {}
+    for line in (ROOT / path).read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if "==" in line:
+            name, version = line.split("==")
+            out[name.strip().lower()] = version.strip()
+    return out
+
+
+def test_environment_yml_agrees_with_requirements():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert env["name"] == "dispersion"
+    deps = env["dependencies"]
+    assert "python=3.11" in deps and "pip" in deps
+    pip_section = next(d["pip"] for d in deps if isinstance(d, dict))
+    env_pins = {l.split("==")[0].lower(): l.split("==")[1] for l in pip_section if "==" in l}
+    req = {**_pins("requirements.txt"), **_pins("requirements-dev.txt")}
+    assert env_pins == req
+    # the workflow's conda env is the same file apart from the editable-install path
+    wf = yaml.safe_load((ROOT / "workflow/envs/dispersion.yml").read_text())
+    wf_pip = next(d["pip"] for d in wf["dependencies"] if isinstance(d, dict))
+    assert [l for l in wf_pip if "==" in l] == [l for l in pip_section if "==" in l]
+
+
+def test_pyproject_ranges_admit_the_pins():
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = _pins("requirements.txt")
+    for spec in project["dependencies"]:
+        r = Requirement(spec)
+        assert r.name.lower() in pins, f"{r.name} is not pinned in requirements.txt"
+        assert r.specifier.contains(pins[r.name.lower()]), f"{spec} does not admit the pin {pins[r.name.lower()]}"
+
+
+def test_layout():
+    for p in ["Snakefile", "workflow/rules", "workflow/schemas", "workflow/profiles/quick", "workflow/profiles/default",
+              "workflow/profiles/slurm", "config/config.yaml", "config/quick.yaml", "config/README.md", "dispersion",
+              "tests", "paper", "notebooks", "environment.yml", "pyproject.toml", "Makefile", "README.md", "LICENSE",
+              "CITATION.cff", ".ci/run"]:
+        assert (ROOT / p).exists(), p

@@ -1,0 +1,169 @@
+"""The Snakemake workflow: end to end on the tiny test config (real runs, every rule), lint,
+config validation, and dry runs of the paper-scale and SLURM set-ups."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def snakemake(*args, cwd=ROOT, check=True):
+    proc = subprocess.run([*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def workflow_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("wf")
+    snakemake("--configfile", "config/test.yaml", "--cores", "2",
+              "--config", f"results_dir={out}/results", f"figures_dir={out}/figures")
+    return out
+
+
+@pytest.mark.workflow
+def test_tammes_outputs(workflow_run):
+    res, fig = workflow_run / "results", workflow_run / "figures"
+    runs = pd.read_csv(res / "tammes" / "runs.csv")
+    cfg = yaml.safe_load((ROOT / "config/test.yaml").read_text())["tammes"]
+    n_runs = len(cfg["cases"]) * len(cfg["methods"]) + len(cfg["euclidean_cases"]) * (len(cfg["methods"]) - 1)
+    assert len(runs) == n_runs
+    assert set(runs["optimizer"]) == {"riemannian_adam", "adam"}
+    # every run recorded its device, versions and wall time; the optimised runs beat the init
+    s = json.loads(next((res / "tammes" / "runs").rglob("summary.json")).read_text())
+    assert {"config", "seed", "device", "versions", "wall_time_s", "final"} <= set(s)
+    riem = runs[runs["optimizer"] == "riemannian_adam"]
+    for case, sub in riem.groupby("case"):
+        init = sub[sub["variant"] == "uniform"]["min_angle_deg"].item()
+        assert (sub[sub["variant"] == "mma"]["min_angle_deg"] > init).all(), case
+    table = (res / "tables" / "tammes.md").read_text()
+    assert "best known" in table and "109.47" in table and "MM (d_S)" in table
+    tex = (res / "tables" / "tammes.tex").read_text()
+    assert "\\toprule" in tex and "\\bottomrule" in tex
+    for stem in ("tammes_boxplot", "tammes_riemannian_vs_euclidean"):
+        for ext in ("pdf", "png"):
+            assert (fig / f"{stem}.{ext}").stat().st_size > 1000
+    points = pd.read_csv(res / "tammes" / "nn_angles.csv")
+    assert len(points) == sum(
+        {c["name"]: c["n"] for c in cfg["cases"]}[r.case] for r in runs.itertuples()
+    )
+
+
+@pytest.mark.workflow
+def test_rerun_is_a_no_op(workflow_run):
+    proc = snakemake("--configfile", "config/test.yaml", "--cores", "1", "-n",
+                     "--config", f"results_dir={workflow_run}/results", f"figures_dir={workflow_run}/figures")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_lint_is_clean():
+    proc = snakemake("--lint", check=False)
+    assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+def test_paper_scale_dry_run():
+    proc = snakemake("-n", "--cores", "2", "--config", "results_dir=/tmp/dispersion-dry/results",
+                     "figures_dir=/tmp/dispersion-dry/figures")
+    assert "tammes_run" in proc.stdout
+
+
+def test_slurm_profile_dry_run():
+    proc = snakemake("-n", "--workflow-profile", "workflow/profiles/slurm", "--config",
+                     "results_dir=/tmp/dispersion-dry/results", "figures_dir=/tmp/dispersion-dry/figures")
+    assert "tammes_run" in proc.stdout
+
+
+@pytest.mark.parametrize("override,message", [
+    ("tammes={'steps': 10, 'stepz': 1}", "stepz"),
+    ("tammes={'steps': 'many'}", "steps"),
+    ("methods={'bad': {'method': 'mhee', 'label': 'x'}}", "mhee"),
+    ("methods={'bad': {'method': 'mhe', 'label': 'x', 'params': {'gama': 1}}}", "gama"),
+    ("tammes={'methods': ['nonexistent']}", "nonexistent"),
+    ("device=gpu0", "device"),
+])
+def test_bad_config_fails_before_any_job_naming_the_key(override, message):
+    proc = snakemake("-n", "--cores", "1", "--config", override, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+    assert "tammes_run" not in proc.stdout
+
+
+def test_snakefmt_is_clean():
+    proc = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow/rules"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.workflow
+def test_notebook_executes_against_the_outputs(workflow_run, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(ROOT / "notebooks" / "results.ipynb", as_version=4)
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit the notebook without outputs"
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    monkeypatch.setenv("DISPERSION_RESULTS", str(workflow_run / "results"))
+    monkeypatch.setenv("DISPERSION_FIGURES", str(workflow_run / "figures"))
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    text = "\n".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/markdown", ""))
+                     for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "best known" in text and "not produced yet" not in text
+
+
+@pytest.mark.workflow
+def test_paper_rule(workflow_run):
+    from dispersion.report.paper import referenced_files
+
+    status = (workflow_run / "results" / "paper" / "STATUS.txt").read_text()
+    needed = referenced_files(ROOT / "paper" / "main.tex", workflow_run / "results", workflow_run / "figures")
+    assert len(needed) >= 10 and all(p.exists() for p in needed)
+    import shutil
+
+    if shutil.which("latexmk"):
+        assert status.startswith("BUILT") and (workflow_run / "results" / "paper" / "main.pdf").exists()
+    else:
+        assert status.startswith("SKIPPED: latexmk is not installed")
+
+
+@pytest.mark.workflow
+def test_interrupted_run_leaves_no_partial_output_and_resumes(tmp_path):
+    import os
+    import signal
+    import time
+
+    def target(root):
+        return f"{root}/results/synthetic/main/runs/uniform/sliced_auto/seed42/summary.json"
+
+    override = ["--config", "synthetic={'main': {'n': 2000, 'd': 16, 'steps': 4000, 'log_every': 4000}}"]
+    args = [*SNAKEMAKE, "--configfile", "config/test.yaml", "--cores", "1", *override]
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen([*args[:-2], "--config", f"results_dir={cut}/results", f"figures_dir={cut}/figures",
+                             override[1], target(cut)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    log = cut / "results/logs/synthetic/main/uniform_sliced_auto_seed42.log"
+    deadline = time.time() + 120
+    while not log.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(3.0)  # the job is now inside its optimisation loop
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    run_dir = Path(target(cut)).parent
+    assert not Path(target(cut)).exists()
+    assert not list(run_dir.glob("*.tmp")) if run_dir.exists() else True
+    # resume: Snakemake reruns the incomplete job, and the result equals an uninterrupted run
+    snakemake("--configfile", "config/test.yaml", "--cores", "1", "--rerun-incomplete", "--config",
+              f"results_dir={cut}/results", f"figures_dir={cut}/figures", override[1], target(cut))
+    full = tmp_path / "full"
+    snakemake("--configfile", "config/test.yaml", "--cores", "1", "--config", f"results_dir={full}/results",
+              f"figures_dir={full}/figures", override[1], target(full))
+    a = json.loads(Path(target(cut)).read_text())["final"]
+    b = json.loads(Path(target(full)).read_text())["final"]
+    assert a["min_angle"] == b["min_angle"] and a["circular_variance"] == b["circular_variance"]
