@@ -140,30 +140,36 @@ def test_interrupted_run_leaves_no_partial_output_and_resumes(tmp_path):
     import time
 
     def target(root):
-        return f"{root}/results/synthetic/main/runs/uniform/sliced_auto/seed42/summary.json"
+        return f"{root}/results/synthetic/main/runs/uniform/mhe_rbf_chordal/seed42/summary.json"
 
-    override = ["--config", "synthetic={'main': {'n': 2000, 'd': 16, 'steps': 4000, 'log_every': 4000}}"]
-    args = [*SNAKEMAKE, "--configfile", "config/test.yaml", "--cores", "1", *override]
+    longer = tmp_path / "longer.yaml"  # one run long enough to be interrupted
+    longer.write_text("synthetic:\n  main: {n: 1000, d: 8, steps: 4000, log_every: 4000}\n")
+
+    def args(root):  # targets go before --config, whose values would swallow them
+        return [target(root), "--configfile", "config/test.yaml", str(longer), "--cores", "1", "--config",
+                f"results_dir={root}/results", f"figures_dir={root}/figures"]
+
     cut = tmp_path / "cut"
-    proc = subprocess.Popen([*args[:-2], "--config", f"results_dir={cut}/results", f"figures_dir={cut}/figures",
-                             override[1], target(cut)], cwd=ROOT, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([*SNAKEMAKE, *args(cut)], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    log = cut / "results/logs/synthetic/main/uniform_sliced_auto_seed42.log"
+    log = cut / "results/logs/synthetic/main/uniform_mhe_rbf_chordal_seed42.log"
     deadline = time.time() + 120
-    while not log.exists() and time.time() < deadline:
+    while not log.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
+    assert log.exists(), "the job never started"
     time.sleep(3.0)  # the job is now inside its optimisation loop
+    assert proc.poll() is None, "the job finished before it could be interrupted; make it longer"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     run_dir = Path(target(cut)).parent
     assert not Path(target(cut)).exists()
-    assert not list(run_dir.glob("*.tmp")) if run_dir.exists() else True
-    # resume: Snakemake reruns the incomplete job, and the result equals an uninterrupted run
-    snakemake("--configfile", "config/test.yaml", "--cores", "1", "--rerun-incomplete", "--config",
-              f"results_dir={cut}/results", f"figures_dir={cut}/figures", override[1], target(cut))
+    assert not (run_dir.exists() and list(run_dir.iterdir())), "an interrupted run left files behind"
+    # resume: after a hard kill Snakemake's lock stays (--unlock, as its message says); the
+    # rerun redoes the incomplete job, and the result equals an uninterrupted run
+    snakemake("--unlock", *args(cut))
+    snakemake("--rerun-incomplete", *args(cut))
     full = tmp_path / "full"
-    snakemake("--configfile", "config/test.yaml", "--cores", "1", "--config", f"results_dir={full}/results",
-              f"figures_dir={full}/figures", override[1], target(full))
+    snakemake(*args(full))
     a = json.loads(Path(target(cut)).read_text())["final"]
     b = json.loads(Path(target(full)).read_text())["final"]
     assert a["min_angle"] == b["min_angle"] and a["circular_variance"] == b["circular_variance"]
