@@ -14,6 +14,7 @@ validate(config, "workflow/schemas/config.schema.yaml")
 include: "workflow/rules/common.smk"
 include: "workflow/rules/tammes.smk"
 include: "workflow/rules/synthetic.smk"
+include: "workflow/rules/image.smk"
 include: "workflow/rules/paper.smk"
 
 
@@ -22,4 +23,5 @@ rule all:
     input:
         paths.tammes_outputs(),
         paths.synthetic_outputs(),
+        image_paths.outputs(),
         paths.res("paper", "STATUS.txt"),

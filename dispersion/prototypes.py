@@ -63,24 +63,31 @@ def place_prototypes(
     return optimize(P0, reg, steps=steps, lr=lr, optimizer=optimizer, progress=progress, desc=f"prototypes {method}").X
 
 
-def _check_outputs(z: torch.Tensor, prototypes: torch.Tensor) -> None:
-    check_points(prototypes, "prototypes")
+def _check_outputs(z: torch.Tensor, prototypes: torch.Tensor, values: bool = True) -> None:
+    """Shapes always (free); the prototypes' values (a device sync) only when ``values``."""
+    if values:
+        check_points(prototypes, "prototypes")
     if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[1] != prototypes.shape[1]:
         shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
         raise ValueError(f"z must have shape (B, {prototypes.shape[1]}), got {shape}")
 
 
-def prototype_loss(z: torch.Tensor, prototypes: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+def prototype_loss(
+    z: torch.Tensor, prototypes: torch.Tensor, y: torch.Tensor, reduction: str = "mean", check: bool = True
+) -> torch.Tensor:
     """HPN loss (1 − cos(z_i, p_{y_i}))² per sample (Mettes et al. 2019, Eq. 4).
 
     ``z``: (B, D) network outputs (any norm; the cosine normalises them), ``prototypes``:
     (C, D) unit rows, ``y``: (B,) int64 class indices in [0, C). ``reduction``: ``"mean"``,
     ``"sum"`` or ``"none"`` (shape (B,)). Raises ``ValueError`` on shape or label errors.
+    ``check=False`` skips the checks of values (unit prototypes, label range), which
+    synchronise a GPU; shapes are always checked. Training loops validate the prototypes once
+    and then pass ``check=False``.
     """
-    _check_outputs(z, prototypes)
+    _check_outputs(z, prototypes, values=check)
     if y.shape != (z.shape[0],):
         raise ValueError(f"y must have shape ({z.shape[0]},), got {tuple(y.shape)}")
-    if y.numel() and (y.min() < 0 or y.max() >= prototypes.shape[0]):
+    if check and y.numel() and (y.min() < 0 or y.max() >= prototypes.shape[0]):
         raise ValueError(f"y must hold class indices in [0, {prototypes.shape[0]}), got range [{int(y.min())}, {int(y.max())}]")
     cos = torch.nn.functional.cosine_similarity(z, prototypes.to(z.dtype)[y], dim=1)
     loss = (1 - cos).square()
@@ -93,8 +100,9 @@ def prototype_loss(z: torch.Tensor, prototypes: torch.Tensor, y: torch.Tensor, r
     raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
-def prototype_predict(z: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
-    """Class of the nearest prototype (largest cosine) for each row of ``z`` (B, D): (B,) int64."""
-    _check_outputs(z, prototypes)
+def prototype_predict(z: torch.Tensor, prototypes: torch.Tensor, check: bool = True) -> torch.Tensor:
+    """Class of the nearest prototype (largest cosine) for each row of ``z`` (B, D): (B,) int64.
+    ``check=False`` skips the input validation (see :func:`prototype_loss`)."""
+    _check_outputs(z, prototypes, values=check)
     zn = torch.nn.functional.normalize(z, dim=1)
     return (zn @ prototypes.to(z.dtype).T).argmax(dim=1)

@@ -53,7 +53,7 @@ class PrototypeHead(nn.Module):
         ``"mean"`` divides the gradient by the batch size.
 
     ``forward(z)`` returns the cosine similarities (B, C) of the outputs ``z`` (B, D) with the
-    prototypes; ``loss(z, y)`` and ``predict(z)`` are computed in float32 whatever the autocast
+    prototypes (their argmax is the prediction); ``loss(z, y)`` and ``predict(z)`` are computed in float32 whatever the autocast
     dtype of ``z``.
     """
 
@@ -63,6 +63,9 @@ class PrototypeHead(nn.Module):
             raise ValueError("prototypes must be a (C, D) tensor")
         if reduction not in ("sum", "mean"):
             raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+        from ._checks import check_points
+
+        check_points(prototypes.detach().float(), "prototypes")  # validated once, here
         self.register_buffer("prototypes", prototypes.detach().float().clone())
         self.reduction = reduction
 
@@ -74,10 +77,10 @@ class PrototypeHead(nn.Module):
         return nn.functional.normalize(z.float(), dim=1) @ self.prototypes.T
 
     def loss(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return prototype_loss(z.float(), self.prototypes, y, reduction=self.reduction)
+        return prototype_loss(z.float(), self.prototypes, y, reduction=self.reduction, check=False)
 
     def predict(self, z: torch.Tensor) -> torch.Tensor:
-        return prototype_predict(z.float(), self.prototypes)
+        return prototype_predict(z.float(), self.prototypes, check=False)
 
 
 class SoftmaxHead(nn.Module):
@@ -317,7 +320,8 @@ def train_classifier(
                 with torch.no_grad():
                     per = loss.detach() if getattr(head, "reduction", "mean") == "sum" else loss.detach() * y.numel()
                     loss_sum += per
-                    correct += (head.predict(z.detach()) == y).sum()
+                    # argmax of the head's scores = its prediction, without the validation syncs
+                    correct += (head(z.detach()).argmax(dim=1) == y).sum()
                 total += y.numel()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)

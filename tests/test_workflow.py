@@ -58,6 +58,42 @@ def test_tammes_outputs(workflow_run):
 
 
 @pytest.mark.workflow
+def test_synthetic_outputs(workflow_run):
+    res, fig = workflow_run / "results", workflow_run / "figures"
+    cfg = yaml.safe_load((ROOT / "config/test.yaml").read_text())["synthetic"]
+    runs = pd.read_csv(res / "synthetic" / "main" / "runs.csv")
+    assert len(runs) == 2 * (len(cfg["methods"]) + 1) * len(cfg["seeds"])
+    # the compute matching of PAPER.md 4.2: L = round(B^2 / N) slices, pairwise on B rows
+    n = cfg["main"]["n"]
+    sliced = runs[runs["variant"] == "sliced_auto"]
+    assert (sliced["resolved_params.n_slices"] == round(512**2 / n)).all()
+    assert (runs[runs["variant"] == "mhe_rbf_chordal"]["batch_size_used"] == min(512, n)).all()
+    curves = pd.read_csv(res / "synthetic" / "main" / "curves.csv")
+    assert set(curves["step"]) == {0, 10, 20}
+    for t in ("synthetic_final", "synthetic_speed", "synthetic_regimes", "synthetic_slices",
+              "synthetic_fullbatch", "synthetic_optimizers"):
+        assert (res / "tables" / f"{t}.md").read_text().count("|") > 10
+        assert "\\toprule" in (res / "tables" / f"{t}.tex").read_text()
+    for f in ("synthetic_curves", "synthetic_regimes", "synthetic_slices"):
+        assert (fig / f"{f}.png").stat().st_size > 1000 and (fig / f"{f}.pdf").exists()
+    fb = pd.read_csv(res / "synthetic" / "fullbatch" / "runs.csv")
+    assert set(fb["batch_size_used"]) == {min(512, cfg["fullbatch"]["n"]), cfg["fullbatch"]["n"]}
+
+
+@pytest.mark.workflow
+def test_image_outputs(workflow_run):
+    res, fig = workflow_run / "results", workflow_run / "figures"
+    runs = pd.read_csv(res / "image" / "fashion_mnist_runs.csv")
+    assert len(runs) > 0 and runs["test_accuracy"].between(0, 1).all()
+    # real images were learnt from: the best run beats chance (10 classes) clearly
+    assert runs["test_accuracy"].max() > 0.2
+    for t in ("accuracy", "min_angle"):
+        assert (res / "tables" / f"image_fashion_mnist_{t}.md").exists()
+    for f in ("accuracy_vs_dim", "min_angle_vs_accuracy"):
+        assert (fig / f"image_fashion_mnist_{f}.png").stat().st_size > 1000
+
+
+@pytest.mark.workflow
 def test_rerun_is_a_no_op(workflow_run):
     proc = snakemake("--configfile", "config/test.yaml", "--cores", "1", "-n",
                      "--config", f"results_dir={workflow_run}/results", f"figures_dir={workflow_run}/figures")

@@ -25,10 +25,20 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import time
 from pathlib import Path
 
-__all__ = ["DATASETS", "BASELINES", "run", "run_spec", "add_image_commands"]
+__all__ = [
+    "DATASETS",
+    "ImagePaths",
+    "image_variants",
+    "image_runs",
+    "run_spec",
+    "check_imagenet200",
+    "run",
+    "add_image_commands",
+]
 
 #: dataset name -> (classes, input channels, image side in pixels).
 DATASETS = {
@@ -36,9 +46,6 @@ DATASETS = {
     "cifar100": (100, 3, 32),
     "imagenet200": (200, 3, 64),
 }
-
-#: Method names that are not dispersion variants: the softmax network and random prototypes.
-BASELINES = ("softmax", "uniform")
 
 _TRAIN_DEFAULTS = {
     "epochs": 250,
@@ -65,32 +72,54 @@ def _merge(base: dict, over: dict | None) -> dict:
     return out
 
 
+def image_variants(config: dict) -> list[str]:
+    """The ``method`` wildcard values of the image experiment: ``softmax`` (when
+    ``image.softmax_baseline``) followed by ``image.methods`` (``uniform`` and variants)."""
+    img = config["image"]
+    return (["softmax"] if img.get("softmax_baseline", True) else []) + list(img["methods"])
+
+
+def image_runs(config: dict, dataset: str | None = None) -> list[dict]:
+    """Every (dataset, dim, method, seed) of the image experiment as wildcard dicts: the
+    datasets of ``image.run`` (or only ``dataset``), their ``dims``, :func:`image_variants`,
+    ``image.seeds``."""
+    img = config["image"]
+    names = [dataset] if dataset is not None else list(img.get("run", []))
+    runs = []
+    for name in names:
+        if name not in img.get("datasets", {}):
+            raise ValueError(f"config key image.datasets has no entry {name!r} (defined: {sorted(img.get('datasets', {}))})")
+        for dim in img["datasets"][name]["dims"]:
+            for method in image_variants(config):
+                for seed in img["seeds"]:
+                    runs.append({"dataset": name, "dim": int(dim), "method": method, "seed": int(seed)})
+    return runs
+
+
 def run_spec(config: dict, dataset: str, dim: int | str, method: str) -> dict:
     """The resolved spec of one image run from the workflow ``config`` (its ``image`` and
     ``methods`` sections) — only the keys this run uses, so Snakemake reruns it exactly when
     one of them changes.
 
-    ``method`` is ``softmax``, ``uniform`` or a variant name of ``config["methods"]`` (whose
-    ``params`` are updated by ``config["image"]["overrides"][method]``). Dataset settings
-    (``config["image"]["datasets"][dataset]``: ``path``, ``train_per_class``,
-    ``test_per_class``, ``augment``, and ``train``/``model``/``prototypes`` overrides) are merged
-    over the experiment-wide ``train``, ``model`` and ``prototypes`` sections.
+    ``method`` is ``softmax``, ``uniform`` or a variant name of ``config["methods"]`` (resolved
+    by :func:`dispersion.workflow_helpers.method_spec`, which applies ``image.overrides``).
+    Dataset settings (``image.datasets.<dataset>``: ``path``, ``train_per_class``,
+    ``test_per_class``, ``subset_seed``, ``augment``, and ``train``/``model``/``prototypes``
+    overrides) are merged over the experiment-wide ``train``, ``model`` and ``prototypes``.
 
-    Raises ``ValueError`` for an unknown dataset or method.
+    Raises ``ValueError`` for an unknown dataset and ``KeyError`` for an unknown method.
     """
     img = config["image"]
     if dataset not in DATASETS or dataset not in img.get("datasets", {}):
-        raise ValueError(f"dataset must be one of the configured image datasets {list(img.get('datasets', {}))}, got {dataset!r}")
+        raise ValueError(f"dataset must be one of the configured image datasets {sorted(img.get('datasets', {}))}, got {dataset!r}")
     ds = img["datasets"][dataset]
-    if method in BASELINES:
-        regularizer, params, label = (None if method == "softmax" else "uniform"), {}, {
-            "softmax": "Softmax CE", "uniform": "Uniform (random)"}[method]
-    elif method in config.get("methods", {}):
-        variant = config["methods"][method]
-        regularizer, label = variant["method"], variant.get("label", method)
-        params = _merge(variant.get("params", {}), img.get("overrides", {}).get(method))
+    if method == "softmax":
+        regularizer, params, label = None, {}, "Softmax CE"
     else:
-        raise ValueError(f"method must be one of {BASELINES} or a variant of config['methods'], got {method!r}")
+        from ..workflow_helpers import method_spec
+
+        m = method_spec(config, "image", method)
+        regularizer, params, label = m["method"], m["params"], m["label"]
     return {
         "dataset": dataset,
         "dim": int(dim),
@@ -112,6 +141,67 @@ def run_spec(config: dict, dataset: str, dim: int | str, method: str) -> dict:
         "train": _merge(_merge(_TRAIN_DEFAULTS, img.get("train")), ds.get("train")),
         "prototypes": _merge(img.get("prototypes", {}), ds.get("prototypes")),
     }
+
+
+class ImagePaths:
+    """Output paths of the image experiment under the workflow's roots.
+
+    Runs: ``{results_dir}/image/runs/{dataset}/d{dim}/{method}/seed{seed}/``; the tidy CSV
+    ``{results_dir}/image/{dataset}_runs.csv``; tables ``{results_dir}/tables/image_{dataset}_*``
+    (.md, .tex); figures ``{figures_dir}/image_{dataset}_*`` (.pdf, .png).
+    """
+
+    TABLES = ("accuracy", "min_angle")
+    FIGURES = ("accuracy_vs_dim", "min_angle_vs_accuracy")
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.results = config["results_dir"]
+        self.figures = config["figures_dir"]
+
+    def run_dir(self, **wildcards) -> str:
+        p = os.path.join(self.results, "image", "runs", "{dataset}", "d{dim}", "{method}", "seed{seed}")
+        return p.format(**wildcards) if wildcards else p
+
+    def summaries(self, dataset: str) -> list[str]:
+        return [os.path.join(self.run_dir(**r), "summary.json") for r in image_runs(self.config, dataset)]
+
+    def runs_csv(self, dataset: str = "{dataset}") -> str:
+        return os.path.join(self.results, "image", f"{dataset}_runs.csv")
+
+    def table_prefix(self, dataset: str = "{dataset}") -> str:
+        return os.path.join(self.results, "tables", f"image_{dataset}_")
+
+    def figure_prefix(self, dataset: str = "{dataset}") -> str:
+        return os.path.join(self.figures, f"image_{dataset}_")
+
+    def table(self, dataset: str, name: str, ext: str) -> str:
+        return f"{self.table_prefix(dataset)}{name}.{ext}"
+
+    def figure(self, dataset: str, name: str, ext: str) -> str:
+        return f"{self.figure_prefix(dataset)}{name}.{ext}"
+
+    def report_outputs(self, dataset: str = "{dataset}") -> list[str]:
+        out = [self.runs_csv(dataset)]
+        out += [self.table(dataset, n, e) for n in self.TABLES for e in ("md", "tex")]
+        out += [self.figure(dataset, n, e) for n in self.FIGURES for e in ("pdf", "png")]
+        return out
+
+    def outputs(self) -> list[str]:
+        """Every target of ``rule all``: the report outputs of each dataset in ``image.run``."""
+        if "image" not in self.config:
+            return []
+        return [p for d in self.config["image"].get("run", []) for p in self.report_outputs(d)]
+
+
+def check_imagenet200(config: dict) -> str:
+    """The configured ImageNet-200 folder; ``FileNotFoundError`` (where to put it, where it
+    comes from) when it is not set or incomplete. Used by the optional workflow target."""
+    from ..data.images import imagenet200_dirs
+
+    path = config["image"].get("datasets", {}).get("imagenet200", {}).get("path")
+    imagenet200_dirs(path)
+    return path
 
 
 def _build_loaders(spec: dict, device, seed: int):
@@ -202,15 +292,22 @@ def run(spec: dict, out_dir: str | Path, seed: int | None = None, *, progress: b
         raise ValueError(f"spec['dataset'] must be one of {list(DATASETS)}, got {spec['dataset']!r}")
     if spec["head"] not in ("prototype", "softmax"):
         raise ValueError(f"spec['head'] must be 'prototype' or 'softmax', got {spec['head']!r}")
-    n_classes, in_channels, side = DATASETS[spec["dataset"]]
+    n_classes, in_channels, _ = DATASETS[spec["dataset"]]
     dim, tr, pr = int(spec["dim"]), spec["train"], spec["prototypes"]
     if dim < 2:
         raise ValueError(f"spec['dim'] must be >= 2, got {dim}")
     device = resolve_device(spec.get("device", "auto"))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
     t_start = time.perf_counter()
     rec = RunRecorder(out_dir, {**spec, "seed": seed}, seed, device)
     print(f"image run: {spec['dataset']} D={dim} method={spec['method']} seed={seed} on {device}; "
           f"ResNet-{spec['model'].get('depth', 32)}, {tr['epochs']} epochs", flush=True)
+
+    # 0. data first, so that a missing dataset fails before any work
+    train_loader, test_loader, info = _build_loaders(spec, device, seed)
+    if info["n_classes"] != n_classes:
+        raise ValueError(f"{spec['dataset']} has {info['n_classes']} classes, expected {n_classes}")
 
     # 1. prototypes
     final: dict = {}
@@ -218,8 +315,9 @@ def run(spec: dict, out_dir: str | Path, seed: int | None = None, *, progress: b
     if spec["head"] == "prototype":
         P = place_prototypes(n_classes, dim, spec["regularizer"], spec["params"], steps=int(pr.get("steps", 10_000)),
                              lr=float(pr.get("lr", 5e-3)), seed=seed, device=device,
-                             optimizer=pr.get("optimizer", "riemannian_adam"), progress=progress)
-        P = P.detach().float()
+                             optimizer=pr.get("optimizer", "riemannian_adam"), progress=progress,
+                             dtype=getattr(torch, pr.get("dtype", "float64")))
+        P = torch.nn.functional.normalize(P.detach().double(), dim=1).float()
         final.update(
             min_angle=metrics.min_angle(P).item(),
             min_angle_deg=math.degrees(metrics.min_angle(P).item()),
@@ -232,11 +330,8 @@ def run(spec: dict, out_dir: str | Path, seed: int | None = None, *, progress: b
         head = None
     final["prototype_time_s"] = time.perf_counter() - t0
 
-    # 2. data and network
+    # 2. network
     seed_everything(seed, device)
-    train_loader, test_loader, info = _build_loaders(spec, device, seed)
-    if info["n_classes"] != n_classes:
-        raise ValueError(f"{spec['dataset']} has {info['n_classes']} classes, expected {n_classes}")
     model = resnet(int(spec["model"].get("depth", 32)), dim, in_channels, int(spec["model"].get("width", 16)))
     if head is None:
         head = SoftmaxHead(dim, n_classes)
@@ -293,16 +388,28 @@ def _load_spec(text: str) -> dict:
 
 def _cmd_image_run(args) -> None:
     spec = _load_spec(args.config)
+    picks = (args.dataset, args.dim, args.method)
+    if any(v is not None for v in picks):
+        if any(v is None for v in picks):
+            raise SystemExit("image-run: --dataset, --dim and --method go together (to resolve a workflow config)")
+        if args.base_config and Path(args.base_config).resolve() != Path(args.config).resolve():
+            spec = _merge(_load_spec(args.base_config), spec)  # as Snakemake merges --configfile
+        spec = run_spec(spec, args.dataset, args.dim, args.method)
+    if args.epochs:
+        spec["train"] = {**spec["train"], "epochs": args.epochs, "eval_every": args.epochs}
     if args.device:
         spec["device"] = args.device
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     run(spec, args.out, args.seed, progress=not args.no_progress)
 
 
 def _cmd_image_report(args) -> None:
     from ..report import image as report
 
-    paths = report.report(args.summaries, results_dir=args.results_dir, tables_dir=args.tables_dir,
-                          figures_dir=args.figures_dir, dataset=args.dataset)
+    paths = report.report(args.summaries, args.runs_csv, args.table_prefix, args.figure_prefix, dataset=args.dataset)
     print("-> " + ", ".join(paths))
 
 
@@ -317,16 +424,25 @@ def add_image_commands(subparsers) -> None:
     s.add_argument("--out", required=True, help="run directory to write")
     s.add_argument("--seed", type=int, required=True, help="seed of the prototypes, network, batches and augmentation")
     s.add_argument("--device", default=None, help="override the spec's device: auto | cpu | cuda | cuda:N")
+    s.add_argument("--dataset", default=None, help="with --dim and --method: --config is a workflow config "
+                   "(e.g. config/config.yaml) and the run spec is resolved from it")
+    s.add_argument("--base-config", default="config/config.yaml",
+                   help="with --dataset: the workflow config that --config is merged over (default %(default)s)")
+    s.add_argument("--dim", type=int, default=None, help="output dimension D (with --dataset)")
+    s.add_argument("--method", default=None, help="softmax, uniform or a method variant (with --dataset)")
+    s.add_argument("--epochs", type=int, default=None, help="override the number of epochs (e.g. to time a few)")
+    s.add_argument("--threads", type=int, default=None, help="CPU threads of torch (default: torch's choice)")
     s.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     s.set_defaults(func=_cmd_image_run)
 
     s = subparsers.add_parser(
-        "image-report", help="tidy CSV, tables and figures of the image runs",
-        description="Merge image summary.json files into <results-dir>/image_runs.csv and write the accuracy and "
-        "prototype tables (Markdown + LaTeX) and the figures (PDF + PNG) of one dataset.")
+        "image-report", help="tidy CSV, tables and figures of the image runs of one dataset",
+        description="Merge image summary.json files into --runs-csv and write the accuracy and prototype "
+        "min-angle tables (<table-prefix>{accuracy,min_angle}.{md,tex}) and the figures "
+        "(<figure-prefix>{accuracy_vs_dim,min_angle_vs_accuracy}.{pdf,png}).")
     s.add_argument("--summaries", nargs="+", required=True, help="summary.json files of image runs")
-    s.add_argument("--dataset", required=True, help="which dataset's runs to tabulate and plot")
-    s.add_argument("--results-dir", required=True, help="where image_<dataset>_runs.csv goes")
-    s.add_argument("--tables-dir", required=True, help="where image_<dataset>_*.md/.tex go")
-    s.add_argument("--figures-dir", required=True, help="where image_<dataset>_*.pdf/.png go")
+    s.add_argument("--dataset", default=None, help="which dataset's runs to use (default: the only one present)")
+    s.add_argument("--runs-csv", required=True, help="output: one row per run")
+    s.add_argument("--table-prefix", required=True, help="e.g. results/tables/image_fashion_mnist_")
+    s.add_argument("--figure-prefix", required=True, help="e.g. figures/image_fashion_mnist_")
     s.set_defaults(func=_cmd_image_report)

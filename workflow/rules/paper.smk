@@ -7,6 +7,7 @@ rule paper:
     input:
         tex="paper/main.tex",
         outputs=paths.paper_inputs(),
+        image=[p for p in image_paths.outputs() if p.endswith((".tex", ".pdf"))],
     output:
         status=paths.res("paper", "STATUS.txt"),
     log:
