@@ -17,7 +17,11 @@ from ._checks import SUPPORTED_DTYPES, check_positive, check_positive_int
 __all__ = ["uniform", "power_spherical", "great_circles", "known_optimum"]
 
 
-def _check_dtype(dtype: torch.dtype) -> None:
+def _check_args(n: int, d: int, dtype: torch.dtype) -> None:
+    check_positive_int(n, "n")
+    check_positive_int(d, "d")
+    if d < 2:
+        raise ValueError(f"d must be >= 2, got {d}")
     if dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
 
@@ -35,11 +39,7 @@ def uniform(
     Normalised standard Gaussian vectors (Muller 1959), which are exactly uniform by the
     rotation invariance of the isotropic Gaussian.
     """
-    check_positive_int(n, "n")
-    check_positive_int(d, "d")
-    if d < 2:
-        raise ValueError(f"d must be >= 2, got {d}")
-    _check_dtype(dtype)
+    _check_args(n, d, dtype)
     device = generator.device if (generator is not None and device is None) else device
     z = torch.randn(n, d, generator=generator, dtype=dtype, device=device)
     return torch.nn.functional.normalize(z, dim=1)
@@ -68,12 +68,8 @@ def power_spherical(
     """
     from power_spherical import PowerSpherical
 
-    check_positive_int(n, "n")
-    check_positive_int(d, "d")
-    if d < 2:
-        raise ValueError(f"d must be >= 2, got {d}")
+    _check_args(n, d, dtype)
     kappa = check_positive(kappa, "kappa")
-    _check_dtype(dtype)
     device = torch.device(generator.device if (generator is not None and device is None) else (device or "cpu"))
     if mean_direction is None:
         mu = uniform(1, d, generator=generator, dtype=dtype, device=device)[0]
@@ -106,11 +102,7 @@ def great_circles(
     of the QR decomposition of a d×2 standard Gaussian matrix with the signs fixed by
     diag(R) > 0, which makes the 2-frame Haar-distributed (Mezzadri 2007), as in PAPER.md §3.6.
     """
-    check_positive_int(n, "n")
-    check_positive_int(d, "d")
-    if d < 2:
-        raise ValueError(f"d must be >= 2, got {d}")
-    _check_dtype(dtype)
+    _check_args(n, d, dtype)
     device = generator.device if (generator is not None and device is None) else device
     g = torch.randn(n, d, 2, generator=generator, dtype=dtype, device=device)
     q, r = torch.linalg.qr(g)

@@ -97,16 +97,8 @@ def boxplot_figure(points_csv: str | Path, runs_csv: str | Path, case: str, stem
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(order) + 2), 4))
     sns.boxplot(data=pts, x="label", y="nn_angle_deg", order=order, color="#d0e1f2", fliersize=0, ax=ax)
     sns.stripplot(data=pts, x="label", y="nn_angle_deg", order=order, color="#1f4e79", size=3, jitter=0.2, ax=ax)
-    best = info["best_known_angle_deg"]
-    if pd.notna(best):
-        ax.axhline(best, color="#c0392b", ls="--", lw=1.2, label=f"best known {best:.3f}° ({info['best_known_name']})")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    ax.set_xlabel("")
-    ax.set_ylabel("per-point minimum angle (degrees)")
-    ax.set_title(f"Tammes, N={int(info['n'])} on $S^{{{int(info['d']) - 1}}}$, {OPTIMIZER_LABELS.get(optimizer, optimizer)}")
-    ax.tick_params(axis="x", rotation=45)
-    for t in ax.get_xticklabels():
-        t.set_ha("right")
+    _finish(ax, info, f"Tammes, N={int(info['n'])} on $S^{{{int(info['d']) - 1}}}$, "
+                      f"{OPTIMIZER_LABELS.get(optimizer, optimizer)}")
     return save_figure(fig, stem)
 
 
@@ -125,14 +117,19 @@ def optimizer_figure(points_csv: str | Path, runs_csv: str | Path, case: str, st
     info = runs[runs["case"] == case].iloc[0]
     fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(order) + 2), 4))
     sns.boxplot(data=pts, x="label", y="nn_angle_deg", hue="optimizer", order=order, fliersize=2, ax=ax)
+    _finish(ax, info, f"Riemannian vs Euclidean, N={int(info['n'])} on $S^{{{int(info['d']) - 1}}}$")
+    return save_figure(fig, stem)
+
+
+def _finish(ax, info, title: str) -> None:
+    """The best known angle as a dashed line, the legend outside, labels and title."""
     best = info["best_known_angle_deg"]
     if pd.notna(best):
-        ax.axhline(best, color="#c0392b", ls="--", lw=1.2, label=f"best known {best:.3f}°")
+        ax.axhline(best, color="#c0392b", ls="--", lw=1.2, label=f"best known {best:.3f}° ({info['best_known_name']})")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_xlabel("")
     ax.set_ylabel("per-point minimum angle (degrees)")
-    ax.set_title(f"Riemannian vs Euclidean, N={int(info['n'])} on $S^{{{int(info['d']) - 1}}}$")
+    ax.set_title(title)
     ax.tick_params(axis="x", rotation=45)
     for t in ax.get_xticklabels():
         t.set_ha("right")
-    return save_figure(fig, stem)
