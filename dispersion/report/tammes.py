@@ -58,7 +58,7 @@ def table(runs_csv: str | Path, md_path: str | Path, tex_path: str | Path, optim
             if sub.empty:
                 row[r.case_title] = "—"
                 continue
-            gap = mean_std(sub["min_angle_deg"] - r.best_known_angle_deg)
+            gap = mean_std((sub["min_angle_deg"] - r.best_known_angle_deg).round(2) + 0.0)  # + 0.0: no "-0.00"
             row[r.case_title] = f"{mean_std(sub['min_angle_deg'])} ({gap if gap.startswith('-') else '+' + gap})"
         rows.append(row)
     out = pd.DataFrame(rows)
