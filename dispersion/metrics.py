@@ -2,7 +2,8 @@
 
 Every function takes ``X`` of shape (N, d) with unit rows (float32 or float64, CPU or CUDA)
 and never builds the N×N matrix: rows are processed in blocks of ``block_size`` (chosen
-automatically so that a block of cosines holds about 2^24 entries, 64 MiB in float32). Only
+automatically: a block of cosines holds about 2^24 entries, 64 MiB in float32; the
+nearest-neighbour search uses at least 512 rows), and only the pairs i < j are formed. Only
 the true diagonal i = j is excluded from the nearest-neighbour searches — never the diagonal
 of an off-diagonal block — so duplicated points that fall in different blocks give angle 0.
 
@@ -34,6 +35,12 @@ __all__ = [
 
 _BLOCK_ENTRIES = 2**24
 _CANDIDATES = 4
+#: Default rows per block of :func:`nearest_neighbor_angles` on the CPU, and the least on other
+#: devices (measured on the CPU at N = 20 000: 512 rows fastest; 128 rows 2× slower).
+_MIN_NN_BLOCK = 512
+#: Up to this N the default nearest-neighbour search is one block of all rows, searched row by
+#: row (measured on the CPU: faster than the symmetric search below N ≈ 3 000, 2.4× at 1 000).
+_ONE_BLOCK_MAX_N = 2048
 
 
 def auto_block_size(n: int, budget_entries: int = _BLOCK_ENTRIES) -> int:
@@ -50,32 +57,70 @@ def _blocks(n: int, block_size: int | None):
         yield start, min(n, start + block_size)
 
 
-def _angle_between(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Rowwise angle (radians) between unit rows, 2·asin(‖a − b‖/2), accurate near 0 and π."""
-    chord = torch.linalg.vector_norm(a - b, dim=-1).clamp(max=2.0)
-    return 2 * torch.asin(chord / 2)
+def _candidate_angles(X: torch.Tensor, arg: torch.Tensor) -> torch.Tensor:
+    """Angles (N, k), radians, between each unit row x_i of X and its k candidate rows
+    x_j, j = ``arg[i]`` (N, k): 2·asin(‖x_i − x_j‖/2), accurate near 0 and π."""
+    chord = torch.linalg.vector_norm(X[arg].sub_(X[:, None, :]), dim=-1).clamp_(max=2.0)
+    return chord.div_(2).asin_().mul_(2)
 
 
 @torch.no_grad()
 def nearest_neighbor_angles(X: torch.Tensor, block_size: int | None = None) -> torch.Tensor:
     """Per-point nearest-neighbour angle min_{j≠i} d_S(x_i, x_j), shape (N,), radians.
 
-    Exact; O(N² d) time, O(block_size · N) memory. The ``_CANDIDATES`` = 4 largest cosines
-    of each row are re-measured with the chordal formula, so that float32 rounding of cosines
-    within ~3e-4 rad of each other cannot pick the wrong neighbour among them.
+    Exact; O(N² d / 2) time, O(block_size · N) memory. Only the pairs i < j are formed: the
+    rows [s, e) of a block meet the columns [s, N), and each block is reduced along its rows
+    (the partners j > i of its rows) and along its columns (the partners i < j of every later
+    point), keeping a running list of the ``_CANDIDATES`` = 4 largest cosines per point. Those
+    candidates are re-measured with the chordal formula, so that float32 rounding of cosines
+    within ~3e-4 rad of each other cannot pick the wrong neighbour among them. A block of all N
+    rows (the default up to N = 2 048) is searched row by row instead. Above that the default
+    block is :data:`_MIN_NN_BLOCK` = 512 rows on the CPU (measured fastest; at N = 20 000 1.4×
+    faster than a one-sided search in 2^24-entry blocks) and on other devices the larger of
+    that and 2^24 entries (fewer, larger blocks amortise the merges of the candidate lists).
     """
     check_points(X, "X")
     n = X.shape[0]
+    if block_size is None:
+        if n <= _ONE_BLOCK_MAX_N:
+            block_size = n
+        elif X.device.type == "cpu":
+            block_size = _MIN_NN_BLOCK
+        else:
+            block_size = max(auto_block_size(n), _MIN_NN_BLOCK)
     k = min(_CANDIDATES, n - 1)
-    out = torch.empty(n, dtype=X.dtype, device=X.device)
+    if isinstance(block_size, int) and not isinstance(block_size, bool) and block_size >= n:
+        # one block holds every row: the plain row-wise search is cheaper than the symmetric one
+        G = X @ X.T
+        G.fill_diagonal_(-math.inf)
+        arg = G.topk(k, dim=1).indices
+        return _candidate_angles(X, arg).min(dim=1).values
+    best = torch.full((n, k), -math.inf, dtype=X.dtype, device=X.device)
+    arg = torch.zeros((n, k), dtype=torch.long, device=X.device)
+    drop_full = None
     for s, e in _blocks(n, block_size):
-        G = X[s:e] @ X.T
-        rows = torch.arange(e - s, device=X.device)
-        G[rows, rows + s] = -float("inf")  # the true diagonal only
-        cand = G.topk(k, dim=1).indices  # (b, k)
-        ang = _angle_between(X[s:e, None, :], X[cand])
-        out[s:e] = ang.min(dim=1).values
-    return out
+        b, m = e - s, n - s
+        if drop_full is None:
+            drop_full = torch.ones(b, b, dtype=torch.bool, device=X.device).tril_()
+        G = X[s:e] @ X[s:].T  # rows s..e, columns s..n
+        G[:, :b].masked_fill_(drop_full[:b, :b], -math.inf)  # keep j > i: the true diagonal and below go
+        rv, ri = G.topk(min(k, m), dim=1)  # partners j > i of the rows s..e
+        cv, ci = G.topk(min(k, b), dim=0)  # partners i in [s, e), i < j, of the columns s..n
+        _merge(best, arg, s, e, rv, ri + s)
+        _merge(best, arg, s, n, cv.T, ci.T + s)
+    ang = _candidate_angles(X, arg)  # (n, k)
+    ang.masked_fill_(best == -math.inf, math.inf)  # unfilled candidate slots
+    return ang.min(dim=1).values
+
+
+def _merge(best: torch.Tensor, arg: torch.Tensor, s: int, e: int, v: torch.Tensor, i: torch.Tensor) -> None:
+    """Keep the k largest of best[s:e] and the new candidates v (values) / i (indices)."""
+    k = best.shape[1]
+    allv = torch.cat([best[s:e], v], dim=1)
+    alli = torch.cat([arg[s:e], i], dim=1)
+    top, j = allv.topk(k, dim=1)
+    best[s:e] = top
+    arg[s:e] = alli.gather(1, j)
 
 
 @torch.no_grad()
@@ -96,14 +141,20 @@ def circular_variance(X: torch.Tensor) -> torch.Tensor:
 
 
 def _upper_angle_blocks(X: torch.Tensor, block_size: int | None):
-    """Yield the angles of the pairs i < j, block by block (1-D tensors, float64)."""
+    """Yield the angles of the pairs i < j, block by block (1-D tensors, float64).
+
+    Rows [s, e) meet columns [s, N): the square [s, e)² gives its strict upper triangle (a
+    small gather), the rectangle of columns [e, N) is all pairs i < j and is yielded whole
+    (a view, no boolean gather).
+    """
     n = X.shape[0]
     for s, e in _blocks(n, block_size):
         G = X[s:e] @ X[s:].T  # rows s..e, columns s..n
-        col = torch.arange(s, n, device=X.device)[None, :]
-        row = torch.arange(s, e, device=X.device)[:, None]
-        c = G[col > row].to(torch.float64).clamp(-1.0, 1.0)
-        yield torch.arccos(c)
+        b = e - s
+        iu = torch.triu_indices(b, b, offset=1, device=X.device)
+        yield G[iu[0], iu[1]].to(torch.float64).clamp_(-1.0, 1.0).arccos_()
+        if b < G.shape[1]:
+            yield G[:, b:].to(torch.float64).clamp_(-1.0, 1.0).arccos_().reshape(-1)
 
 
 @torch.no_grad()

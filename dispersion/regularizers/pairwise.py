@@ -10,6 +10,17 @@ Numerics (applies to every function in this module): cosines are clamped to
 A consequence: two exactly coincident points exert no force on each other through the clamped
 term (their other neighbours still move them); the value is finite but not exact for pairs
 closer than about sqrt(2ε) rad.
+
+Dense and blocked paths: the functions here are the dense reference (the formula on the full
+Gram matrix). The modules :class:`MHE`, :class:`MMA`, :class:`KoLeo` and :class:`MMCS` take a
+``block_size`` argument that selects between it and the blocked path of
+:mod:`dispersion.regularizers.blocked` (same value and gradient, O(N · block) memory):
+
+* ``None`` (default): dense for N ≤ :data:`DENSE_MAX_N`, where it is as fast or faster
+  (few Python-level operations), blocked with an automatic block size above;
+* ``"auto"``: always blocked, automatic block size (from N, d, dtype and free device memory);
+* an int ≥ 1: always blocked, that many rows per block;
+* ``"dense"``: always the dense reference.
 """
 
 from __future__ import annotations
@@ -36,7 +47,14 @@ __all__ = [
     "MMA",
     "KoLeo",
     "MMCS",
+    "DENSE_MAX_N",
 ]
+
+#: Largest N for which ``block_size=None`` takes the dense path. Measured on the CPU
+#: (forward + backward, d = 64): dense and blocked tie at N = 128, blocked is 1.2× (kernel
+#: energies) to 2.3× (nearest-neighbour losses) faster at N = 512 and 3× at N = 1 000;
+#: dense is up to 1.3× faster below (fewer Python-level operations).
+DENSE_MAX_N = 128
 
 KERNELS = ("gaussian", "laplace", "riesz")
 DISTANCES = ("chordal", "geodesic")
@@ -171,7 +189,29 @@ def mmcs_loss(X: torch.Tensor) -> torch.Tensor:
     return (_nearest_cosine(X) + 1).mean()
 
 
-class MHE(Regularizer):
+def _check_block_size(block_size):
+    if block_size is None or (isinstance(block_size, str) and block_size in ("auto", "dense")):
+        return block_size
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"block_size must be None, 'auto', 'dense' or a positive int, got {block_size!r}")
+    return block_size
+
+
+def _dense(block_size, n: int) -> bool:
+    return block_size == "dense" or (block_size is None and n <= DENSE_MAX_N)
+
+
+class _BlockSizeMixin:
+    """``block_size`` handling shared by the four pairwise modules."""
+
+    block_size = None
+
+    def hparams(self) -> dict:
+        # block_size is recorded only when set, so configs without it are unchanged
+        return {} if self.block_size is None else {"block_size": self.block_size}
+
+
+class MHE(_BlockSizeMixin, Regularizer):
     """Pairwise kernel energy (minimum hyperspherical energy), see :func:`mhe_energy`.
 
     Parameters
@@ -182,47 +222,88 @@ class MHE(Regularizer):
         Bandwidth of the gaussian and laplace kernels (paper default 1).
     s : float
         Riesz exponent (paper default 1; 0 is the logarithmic energy; negative allowed).
+    block_size : None, "auto", "dense" or int >= 1
+        Dense reference or blocked full-batch path (module docstring); the blocked path is
+        :func:`dispersion.regularizers.blocked.blocked_mhe_energy`, once differentiable.
+
+    Raises ``ValueError`` for a bad kernel, distance, γ, s or ``block_size``.
     """
 
     name = "mhe"
     pairwise = True
 
-    def __init__(self, kernel: str = "gaussian", distance: str = "chordal", gamma: float = 1.0, s: float = 1.0):
+    def __init__(
+        self,
+        kernel: str = "gaussian",
+        distance: str = "chordal",
+        gamma: float = 1.0,
+        s: float = 1.0,
+        block_size: int | str | None = None,
+    ):
         super().__init__()
         self.kernel, self.distance, self.gamma, self.s = _check_kernel(kernel, distance, gamma, s)
+        self.block_size = _check_block_size(block_size)
 
     def energy(self, X: torch.Tensor) -> torch.Tensor:
-        return mhe_energy(X, self.kernel, self.distance, self.gamma, self.s)
+        if _dense(self.block_size, X.shape[0]):
+            return mhe_energy(X, self.kernel, self.distance, self.gamma, self.s)
+        from .blocked import blocked_mhe_energy
+
+        return blocked_mhe_energy(X, self.kernel, self.distance, self.gamma, self.s, block_size=self.block_size)
 
     def hparams(self) -> dict:
-        return {"kernel": self.kernel, "distance": self.distance, "gamma": self.gamma, "s": self.s}
+        return {"kernel": self.kernel, "distance": self.distance, "gamma": self.gamma, "s": self.s,
+                **super().hparams()}
 
 
-class MMA(Regularizer):
-    """Maximise the minimum angle, see :func:`mma_loss`. No parameters."""
+class _NearestNeighborLoss(_BlockSizeMixin, Regularizer):
+    """Common body of MMA, KoLeo and MMCS: a dense function and its blocked twin."""
+
+    pairwise = True
+    _dense_fn = None
+    _blocked_name = ""
+
+    def __init__(self, block_size: int | str | None = None):
+        super().__init__()
+        self.block_size = _check_block_size(block_size)
+
+    def energy(self, X: torch.Tensor) -> torch.Tensor:
+        if _dense(self.block_size, X.shape[0]):
+            return type(self)._dense_fn(X)
+        from . import blocked
+
+        return getattr(blocked, self._blocked_name)(X, block_size=self.block_size)
+
+
+class MMA(_NearestNeighborLoss):
+    """Maximise the minimum angle, see :func:`mma_loss`.
+
+    ``block_size`` (None, "auto", "dense" or int ≥ 1) selects the dense reference or the
+    blocked nearest-neighbour search (module docstring); same value and gradient.
+    """
 
     name = "mma"
-    pairwise = True
-
-    def energy(self, X: torch.Tensor) -> torch.Tensor:
-        return mma_loss(X)
+    _dense_fn = staticmethod(mma_loss)
+    _blocked_name = "blocked_mma_loss"
 
 
-class KoLeo(Regularizer):
-    """KoLeo entropy regularizer, see :func:`koleo_loss`. No parameters."""
+class KoLeo(_NearestNeighborLoss):
+    """KoLeo entropy regularizer, see :func:`koleo_loss`.
+
+    ``block_size`` (None, "auto", "dense" or int ≥ 1) as for :class:`MMA`.
+    """
 
     name = "koleo"
-    pairwise = True
-
-    def energy(self, X: torch.Tensor) -> torch.Tensor:
-        return koleo_loss(X)
+    _dense_fn = staticmethod(koleo_loss)
+    _blocked_name = "blocked_koleo_loss"
 
 
-class MMCS(Regularizer):
-    """HPN's maximum cosine similarity loss, see :func:`mmcs_loss`. No parameters."""
+class MMCS(_NearestNeighborLoss):
+    """HPN's maximum cosine similarity loss, see :func:`mmcs_loss`.
+
+    ``block_size`` (None, "auto", "dense" or int ≥ 1) as for :class:`MMA`.
+    """
 
     name = "mmcs"
-    pairwise = True
-
-    def energy(self, X: torch.Tensor) -> torch.Tensor:
-        return mmcs_loss(X)
+    _dense_fn = staticmethod(mmcs_loss)
+    _blocked_name = "blocked_mmcs_loss"

@@ -1,0 +1,437 @@
+"""Full-batch pairwise energies in row blocks, without an N×N tensor (issue 7).
+
+The dense functions of :mod:`dispersion.regularizers.pairwise` build the whole N×N cosine
+matrix G = X Xᵀ — at N = 100 000 that is 40 GB in float32 — so they only run on minibatches.
+This module computes the same values **and gradients** block by block, in memory
+O(N · block_size), and is the path the :class:`~dispersion.regularizers.pairwise.MHE`,
+``MMA``, ``KoLeo`` and ``MMCS`` modules take for large N (their ``block_size`` argument).
+
+Kernel energy (``mhe``, PAPER.md §3.1)
+    R(X) = (1/P) Σ_{i<j} k(⟨x_i, x_j⟩),  P = N(N−1)/2, and its gradient
+    ∂R/∂x_i = (1/P) Σ_{j≠i} k'(⟨x_i, x_j⟩) x_j,
+    with k' = dk/dc the kernel's derivative in the cosine, written in closed form
+    (:func:`kernel_value_and_slope`) with the same clamping as the dense reference
+    (``pairwise.cosine_clamp_eps``: k' = 0 where the dense path's clamp is active, so the two
+    paths agree on coincident and antipodal points too).
+    Only the pairs i < j are visited: block I = [s, e) of rows meets the columns [s, N), the
+    lower triangle of its leading square is masked, and each block's slope matrix W is used
+    twice, ∇[I] += W X[s:]ᵀ-side and ∇[s:] += Wᵀ X[I]. One N²d/2 Gram product plus two N²d/2
+    gradient products: 1.5 N²d multiply–adds in all, against 3 N²d for autograd through the
+    dense Gram matrix (Gram, then two products in its backward), and half the kernel
+    evaluations.
+
+    :class:`BlockedKernelEnergy` is the custom ``torch.autograd.Function``. Because the output
+    is a scalar, the whole gradient is one (N, d) tensor — O(N d), the size of X itself — so
+    when a gradient will be needed the forward pass accumulates it alongside the value from
+    the same blocks (each Gram block and kernel evaluation is shared by value and gradient,
+    saving the recomputation of every block in backward), and backward only scales it by the
+    incoming gradient. When no gradient is needed (``torch.no_grad()`` or ``X`` without
+    ``requires_grad``) only the value is computed. The Function is once-differentiable:
+    double backward raises ``RuntimeError``; use the dense path (``block_size="dense"``) for
+    higher derivatives.
+
+Nearest-neighbour losses (``mma``, ``koleo``, ``mmcs``, PAPER.md §3.2–3.4)
+    The nearest neighbour j*(i) = argmax_{j≠i} ⟨x_i, x_j⟩ of every row is found block by block
+    without gradient (:func:`nearest_neighbors`; again over i < j only, each block reduced
+    along its rows and its columns), then the loss is evaluated on the N cosines
+    ⟨x_i, x_{j*(i)}⟩ recomputed with autograd (O(N d)): the gradient flows through the argmax
+    pair only, as in the dense ``amax``. One difference, at exact ties only: when a point's
+    nearest neighbour is duplicated (two bitwise-equal points), the dense ``amax`` splits that
+    point's gradient evenly between the copies, the blocked path gives it to the first; both are
+    valid subgradients and their sums over the copies agree (``tests/test_blocked.py`` checks
+    that). Differentiable to any order.
+
+Block size
+    ``block_size=None`` or ``"auto"`` picks the rows per block from N, d, the dtype and the
+    free memory of the device (:func:`auto_block_size`): on CUDA a fraction of
+    ``torch.cuda.mem_get_info`` (plus what torch's caching allocator holds unused), capped at
+    :data:`CUDA_BLOCK_BUDGET_BYTES`; on the CPU the fixed budget :data:`CPU_BLOCK_BUDGET_BYTES`
+    and at most :data:`CPU_MAX_BLOCK_ROWS` rows (the CPU's free memory says nothing about cache
+    sizes, which is what sets the best block there). An ``int`` overrides it. Results do not
+    depend on the block size beyond float rounding. Measurements: ``benchmarks/README.md``.
+
+Every function accepts float32 and float64 on any device (only torch ops that run on CUDA
+are used) and returns tensors of the input's dtype and device. Points are not validated
+here (the modules validate); ``X`` must be (N, d) with N ≥ 2 and unit rows.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .pairwise import _check_kernel, chordal_from_cosine, cosine_clamp_eps, geodesic_from_cosine
+
+__all__ = [
+    "CPU_BLOCK_BUDGET_BYTES",
+    "CPU_MAX_BLOCK_ROWS",
+    "CUDA_BLOCK_BUDGET_BYTES",
+    "CUDA_FREE_FRACTION",
+    "auto_block_size",
+    "resolve_block_size",
+    "kernel_value_and_slope",
+    "BlockedKernelEnergy",
+    "blocked_mhe_energy",
+    "nearest_neighbors",
+    "blocked_mma_loss",
+    "blocked_koleo_loss",
+    "blocked_mmcs_loss",
+]
+
+#: Bytes of block temporaries on the CPU (96 MiB), and at most :data:`CPU_MAX_BLOCK_ROWS` rows.
+#: On the CPU what sets the best block is the cache, not the free memory: with N = 1 000 to
+#: 30 000 in float32, blocks of 64–256 rows measured fastest on a 2-core machine (larger
+#: blocks fall out of cache and lose the i < j saving, smaller ones pay Python overhead and
+#: re-read the columns more often); this budget gives 256 rows at N = 10 000, 128 at N = 30 000.
+CPU_BLOCK_BUDGET_BYTES = 96 * 2**20
+#: Largest automatic block on the CPU, rows.
+CPU_MAX_BLOCK_ROWS = 256
+#: Upper bound on the bytes of block temporaries on CUDA (2 GiB): beyond it, larger blocks no
+#: longer amortise kernel launches measurably, and the peak memory of a full-batch energy at
+#: N = 100 000 stays far below the 4 GB target of issue 7.
+CUDA_BLOCK_BUDGET_BYTES = 2 * 2**30
+#: Fraction of the free CUDA memory the block temporaries may take.
+CUDA_FREE_FRACTION = 0.5
+#: Block tensors of N entries each, per row of a block, that the kernel energy allocates at
+#: its peak (cosines, distances, kernel values, slopes, masks; a bool mask counts as 1/4 or
+#: 1/8); the nearest-neighbour search needs fewer.
+_TEMPS_ENERGY = 6
+_TEMPS_NEIGHBORS = 3
+
+
+def _free_memory_bytes(device: torch.device) -> int:
+    """Bytes the block temporaries may use on ``device`` (before the fraction is applied)."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        # memory torch's caching allocator holds but does not use is free for us as well
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(free + max(cached, 0))
+    return CPU_BLOCK_BUDGET_BYTES
+
+
+def auto_block_size(
+    n: int,
+    d: int,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    *,
+    budget_bytes: int | None = None,
+    temporaries: float = _TEMPS_ENERGY,
+) -> int:
+    """Rows per block for a blocked pairwise computation over ``n`` points in R^``d``.
+
+    A block of b rows allocates about ``temporaries`` tensors of shape (b, n) plus a (b, d)
+    slice, ``itemsize(dtype)`` bytes per entry; b is the largest count whose block fits the
+    budget: ``budget_bytes`` if given, else on CUDA
+    min(:data:`CUDA_FREE_FRACTION` × free memory, :data:`CUDA_BLOCK_BUDGET_BYTES`) with the
+    free memory from ``torch.cuda.mem_get_info`` (plus torch's cached, unused memory), and on
+    any other device :data:`CPU_BLOCK_BUDGET_BYTES` and at most :data:`CPU_MAX_BLOCK_ROWS` rows
+    (the cap applies whenever the budget is not given). Rounded down to a multiple of 32 rows
+    when b ≥ 64 (friendlier to matrix-product kernels); at least 1, at most ``n``.
+
+    Raises ``ValueError`` for ``n`` < 1, ``d`` < 1, a non-positive ``budget_bytes`` or
+    ``temporaries``, and ``TypeError`` for a non-floating ``dtype``.
+    """
+    for name, v in (("n", n), ("d", d)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    if not (temporaries > 0):
+        raise ValueError(f"temporaries must be > 0, got {temporaries!r}")
+    device = torch.device(device)
+    if budget_bytes is None:
+        budget = _free_memory_bytes(device)
+        if device.type == "cuda":
+            budget = min(int(CUDA_FREE_FRACTION * budget), CUDA_BLOCK_BUDGET_BYTES)
+        max_rows = n if device.type == "cuda" else CPU_MAX_BLOCK_ROWS
+    else:
+        if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int) or budget_bytes < 1:
+            raise ValueError(f"budget_bytes must be a positive int or None, got {budget_bytes!r}")
+        budget = budget_bytes
+        max_rows = n
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    per_row = itemsize * (temporaries * n + d)
+    b = min(int(budget // per_row), max_rows)
+    if b >= 64:
+        b -= b % 32
+    return max(1, min(n, b))
+
+
+def resolve_block_size(
+    block_size: int | str | None,
+    X: torch.Tensor,
+    temporaries: float = _TEMPS_ENERGY,
+) -> int:
+    """Turn a ``block_size`` argument into rows per block for the points ``X`` (N, d).
+
+    ``None`` or ``"auto"``: :func:`auto_block_size`; an int ≥ 1 is returned as given (values
+    above N act as N). Raises ``ValueError`` (naming ``block_size``) for anything else.
+    """
+    n, d = X.shape
+    if block_size is None or block_size == "auto":
+        return auto_block_size(n, d, X.dtype, X.device, temporaries=temporaries)
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"block_size must be a positive int, 'auto' or None, got {block_size!r}")
+    return block_size
+
+
+# ----------------------------------------------------------------------------------------
+# kernels as functions of the cosine, with their slope dk/dc
+# ----------------------------------------------------------------------------------------
+
+
+def kernel_value_and_slope(
+    C: torch.Tensor,
+    kernel: str = "gaussian",
+    distance: str = "chordal",
+    gamma: float = 1.0,
+    s: float = 1.0,
+    *,
+    slope: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+    """Kernel values k(c) and slopes dk/dc on a block of cosines ``C`` (any shape).
+
+    Returns ``(K, W, scale)`` with K = k(C) (exactly
+    :func:`~dispersion.regularizers.pairwise.kernel_from_cosine`) and the slope
+    dk/dc = ``scale`` · W (the constant factor is kept apart so that the Gaussian chordal
+    kernel, whose slope is 2γ·k, needs no second tensor: there ``W is K``). ``W`` is ``None``
+    with ``slope=False``. The slope is the derivative of the clamped formula, as autograd
+    differentiates the dense reference: 0 wherever the cosine clamp [−1+ε, 1−ε]
+    (``cosine_clamp_eps``) is active.
+
+    **Overwrites ``C``** (it is used as scratch space); pass a fresh block. Closed forms, with
+    d the distance and c the clamped cosine: dd_R/dc = −1/d_R, dd_S/dc = −1/√(1−c²);
+    gaussian dk/dd = −2γ d k, laplace −γ k, riesz −s k/d (s ≠ 0) and −1/d (s = 0).
+    """
+    kernel, distance, gamma, s = _check_kernel(kernel, distance, gamma, s)
+    if kernel == "gaussian" and distance == "chordal":
+        # k = exp(−γ(2 − 2c)) = exp(2γ(c − 1)), no clamp; dk/dc = 2γ k.
+        K = C.sub_(1).mul_(2 * gamma).exp_()
+        return K, (K if slope else None), 2 * gamma
+    eps = cosine_clamp_eps(C.dtype)
+    if distance == "chordal":
+        active = C > 1 - eps if slope else None  # where the dense clamp cuts the gradient
+        D = C.clamp_(max=1 - eps).mul_(-2).add_(2).sqrt_()  # d_R, in place of C
+        inv_dd = None  # |dd/dc| = 1/d_R, applied below
+    else:
+        active = ((C < -1 + eps) | (C > 1 - eps)) if slope else None
+        C.clamp_(-1 + eps, 1 - eps)
+        D = torch.arccos(C)  # d_S
+        # |dd/dc| = 1/sqrt(1 − c²), in place of C
+        inv_dd = C.square_().neg_().add_(1).rsqrt_() if slope else None
+    if kernel == "gaussian":
+        K = D.square().mul_(-gamma).exp_()
+        W = None
+        if slope:  # dk/dc = 2γ d k |dd/dc|
+            W = D.mul(K).mul_(inv_dd) if inv_dd is not None else K.clone()
+            scale = 2 * gamma
+    elif kernel == "laplace":
+        K = D.mul(-gamma).exp_()
+        W = None
+        if slope:  # dk/dc = γ k |dd/dc|
+            W = K.mul(inv_dd) if inv_dd is not None else K.div(D)
+            scale = gamma
+    else:  # riesz
+        if s > 0:
+            K = D.pow(-s)
+        elif s == 0:
+            K = torch.log(D).neg_()
+        else:
+            K = D.pow(-s).neg_()
+        W = None
+        if slope:  # dk/dc = (s k / d) |dd/dc|  (s ≠ 0),  (1 / d) |dd/dc|  (s = 0)
+            if s != 0:
+                W = K.div(D)
+                scale = s
+            else:
+                W = D.reciprocal()
+                scale = 1.0
+            if inv_dd is not None:
+                W.mul_(inv_dd)
+            else:
+                W.div_(D)
+    if not slope:
+        return K, None, 1.0
+    W.masked_fill_(active, 0)
+    return K, W, scale
+
+
+# ----------------------------------------------------------------------------------------
+# the kernel energy
+# ----------------------------------------------------------------------------------------
+
+
+def _upper_blocks(n: int, block: int):
+    """Row blocks [s, e) of an upper-triangular sweep: rows s..e meet columns s..n."""
+    for s in range(0, n, block):
+        yield s, min(n, s + block)
+
+
+def _strict_upper_mask(b: int, device: torch.device) -> torch.Tensor:
+    """(b, b) bool, True strictly below-or-on the diagonal (the entries to drop)."""
+    return torch.ones(b, b, dtype=torch.bool, device=device).tril_()
+
+
+def _energy_and_grad(
+    X: torch.Tensor, spec: tuple[str, str, float, float], block: int, with_grad: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Σ_{i<j} k(c_ij) (float64 accumulator, 0-dim) and Σ_{j≠i} k'(c_ij) x_j (N, d) or None."""
+    n = X.shape[0]
+    kernel, distance, gamma, s = spec
+    total = torch.zeros((), dtype=torch.float64, device=X.device)
+    grad = torch.zeros_like(X) if with_grad else None
+    drop_full = _strict_upper_mask(min(block, n), X.device)
+    scale = 1.0
+    for s0, e0 in _upper_blocks(n, block):
+        b = e0 - s0
+        Xi, Xj = X[s0:e0], X[s0:]
+        C = Xi @ Xj.T  # (b, n − s0), cosines of rows s0..e0 with columns s0..n
+        K, W, scale = kernel_value_and_slope(C, kernel, distance, gamma, s, slope=with_grad)
+        drop = drop_full[:b, :b]
+        K[:, :b].masked_fill_(drop, 0)  # keep j > i only (the true diagonal and below)
+        total += K.sum(dtype=torch.float64)
+        if with_grad:
+            if W is not K:
+                W[:, :b].masked_fill_(drop, 0)
+            grad[s0:e0].addmm_(W, Xj)  # row i gets Σ_j w_ij x_j
+            grad[s0:].addmm_(W.T, Xi)  # column j gets Σ_i w_ij x_i
+        del C, K, W
+    if with_grad:
+        grad.mul_(scale)
+    return total, grad
+
+
+class BlockedKernelEnergy(torch.autograd.Function):
+    """Custom autograd Function: R(X) = (1/P) Σ_{i<j} k(⟨x_i, x_j⟩) in row blocks.
+
+    ``apply(X, kernel, distance, gamma, s, block, with_grad)``: ``X`` (N, d) float32/float64,
+    any device; ``block`` rows per block (int ≥ 1); ``with_grad`` (bool) — whether to
+    accumulate the gradient during the forward pass (see the module docstring; call through
+    :func:`blocked_mhe_energy`, which sets it). Returns a 0-dim tensor in X's dtype; the value is
+    accumulated in float64. Memory O(N · block) during the call and O(N d) saved for backward.
+    """
+
+    @staticmethod
+    def forward(ctx, X, kernel, distance, gamma, s, block, with_grad):  # noqa: D102
+        n = X.shape[0]
+        pairs = n * (n - 1) / 2
+        total, grad = _energy_and_grad(X, (kernel, distance, gamma, s), block, with_grad)
+        if grad is not None:
+            grad.div_(pairs)
+        ctx.save_for_backward(grad if grad is not None else X.new_empty(0))
+        ctx.with_grad = grad is not None
+        return (total / pairs).to(X.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):  # noqa: D102
+        if not ctx.needs_input_grad[0]:
+            return (None,) * 7
+        if not ctx.with_grad:  # pragma: no cover - guarded by blocked_mhe_energy
+            raise RuntimeError("BlockedKernelEnergy was called with with_grad=False; no gradient was kept")
+        (grad,) = ctx.saved_tensors
+        return (grad * g, None, None, None, None, None, None)
+
+
+def blocked_mhe_energy(
+    X: torch.Tensor,
+    kernel: str = "gaussian",
+    distance: str = "chordal",
+    gamma: float = 1.0,
+    s: float = 1.0,
+    block_size: int | str | None = None,
+) -> torch.Tensor:
+    """Pairwise kernel energy (1/P) Σ_{i<j} k(x_i, x_j), P = N(N−1)/2, in row blocks.
+
+    Same value and gradient as :func:`~dispersion.regularizers.pairwise.mhe_energy` (within
+    float rounding; the sum is accumulated in float64), kernels of PAPER.md §3.1, without the
+    N×N matrix: O(N² d) time (1.5 N²d multiply–adds with the gradient, 0.5 N²d without), O(N ·
+    block_size) memory. ``X``: (N, d), N ≥ 2, unit rows, float32/float64, any device; returns a
+    0-dim tensor of X's dtype and device. ``block_size``: rows per block, ``None``/``"auto"``
+    for :func:`auto_block_size`. Once differentiable.
+
+    Raises ``ValueError`` for a bad kernel, distance, γ, s or ``block_size``, and for ``X`` not
+    of shape (N ≥ 2, d).
+    """
+    spec = _check_kernel(kernel, distance, gamma, s)
+    _check_shape(X)
+    block = resolve_block_size(block_size, X, _TEMPS_ENERGY)
+    with_grad = torch.is_grad_enabled() and X.requires_grad
+    return BlockedKernelEnergy.apply(X, *spec, block, with_grad)
+
+
+def _check_shape(X: torch.Tensor) -> None:
+    if not isinstance(X, torch.Tensor):
+        raise TypeError(f"X must be a torch.Tensor of shape (N, d), got {type(X).__name__}")
+    if X.dim() != 2 or X.shape[0] < 2:
+        raise ValueError(f"X must have shape (N, d) with N >= 2, got shape {tuple(X.shape)}")
+
+
+# ----------------------------------------------------------------------------------------
+# nearest neighbours and the losses built on them
+# ----------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def nearest_neighbors(X: torch.Tensor, block_size: int | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Largest cosine to another point and its index, for every row: (values (N,), indices (N,)).
+
+    values[i] = max_{j≠i} ⟨x_i, x_j⟩ and indices[i] = the first such j (int64). Only the true
+    diagonal i = j is excluded — duplicate points in different blocks find each other. Visits
+    the pairs i < j only (each block is reduced along its rows and its columns), O(N² d / 2)
+    time, O(N · block_size) memory, no gradient. ``X``: (N ≥ 2, d), any float dtype and device.
+    """
+    _check_shape(X)
+    n = X.shape[0]
+    block = resolve_block_size(block_size, X, _TEMPS_NEIGHBORS)
+    best = torch.full((n,), -math.inf, dtype=X.dtype, device=X.device)
+    arg = torch.zeros(n, dtype=torch.long, device=X.device)
+    drop_full = _strict_upper_mask(min(block, n), X.device)
+    for s0, e0 in _upper_blocks(n, block):
+        b = e0 - s0
+        C = X[s0:e0] @ X[s0:].T  # (b, n − s0)
+        C[:, :b].masked_fill_(drop_full[:b, :b], -math.inf)
+        rv, ri = C.max(dim=1)  # best j > i for rows s0..e0
+        cv, ci = C.max(dim=0)  # best i < j (i in this block) for columns s0..n
+        # columns first: for a row of this block, partners j < i (same block) come from the
+        # column pass and precede those with j > i from the row pass, as in a dense argmax
+        upd = cv > best[s0:]
+        best[s0:] = torch.where(upd, cv, best[s0:])
+        arg[s0:] = torch.where(upd, ci + s0, arg[s0:])
+        upd = rv > best[s0:e0]
+        best[s0:e0] = torch.where(upd, rv, best[s0:e0])
+        arg[s0:e0] = torch.where(upd, ri + s0, arg[s0:e0])
+    return best, arg
+
+
+def _nearest_cosine_blocked(X: torch.Tensor, block_size: int | str | None) -> torch.Tensor:
+    """⟨x_i, x_{j*(i)}⟩ for the nearest neighbour j*(i), shape (N,), differentiable in X."""
+    _, arg = nearest_neighbors(X.detach(), block_size)
+    return (X * X[arg]).sum(dim=1)
+
+
+def blocked_mma_loss(X: torch.Tensor, block_size: int | str | None = None) -> torch.Tensor:
+    """−(1/N) Σ_i min_{j≠i} d_S(x_i, x_j), radians (PAPER.md §3.2), with a blocked search.
+
+    Same value and gradient as :func:`~dispersion.regularizers.pairwise.mma_loss`; memory
+    O(N · block_size). ``X`` (N ≥ 2, d); returns a 0-dim tensor of X's dtype and device.
+    """
+    return -geodesic_from_cosine(_nearest_cosine_blocked(X, block_size)).mean()
+
+
+def blocked_koleo_loss(X: torch.Tensor, block_size: int | str | None = None) -> torch.Tensor:
+    """−(1/N) Σ_i log min_{j≠i} d_R(x_i, x_j) (PAPER.md §3.3), with a blocked search.
+
+    Same value and gradient as :func:`~dispersion.regularizers.pairwise.koleo_loss`.
+    """
+    return -torch.log(chordal_from_cosine(_nearest_cosine_blocked(X, block_size))).mean()
+
+
+def blocked_mmcs_loss(X: torch.Tensor, block_size: int | str | None = None) -> torch.Tensor:
+    """(1/N) Σ_i max_{j≠i} (⟨x_i, x_j⟩ + 1) (PAPER.md §3.4), with a blocked search.
+
+    Same value and gradient as :func:`~dispersion.regularizers.pairwise.mmcs_loss`.
+    """
+    return (_nearest_cosine_blocked(X, block_size) + 1).mean()
