@@ -15,6 +15,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/tammes.smk"
 include: "workflow/rules/synthetic.smk"
 include: "workflow/rules/image.smk"
+include: "workflow/rules/text.smk"
 include: "workflow/rules/paper.smk"
 
 
@@ -24,4 +25,5 @@ rule all:
         paths.tammes_outputs(),
         paths.synthetic_outputs(),
         image_paths.outputs(),
+        text_paths.outputs(),
         paths.res("paper", "STATUS.txt"),
