@@ -22,12 +22,13 @@ into the run directory. :func:`run_spec` builds the spec of a run from the workf
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
 import time
 from pathlib import Path
+
+from .._config import deep_merge
 
 __all__ = [
     "DATASETS",
@@ -65,11 +66,6 @@ _TRAIN_DEFAULTS = {
 _REQUIRED = ("dataset", "dim", "method", "head", "regularizer", "params", "data", "model", "train", "prototypes")
 
 
-def _merge(base: dict, over: dict | None) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in (over or {}).items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
 
 
 def image_variants(config: dict) -> list[str]:
@@ -137,9 +133,9 @@ def run_spec(config: dict, dataset: str, dim: int | str, method: str) -> dict:
             "subset_seed": ds.get("subset_seed", 0),
             "augment": ds.get("augment", {"padding": 0, "hflip": False}),
         },
-        "model": _merge(img.get("model", {}), ds.get("model")),
-        "train": _merge(_merge(_TRAIN_DEFAULTS, img.get("train")), ds.get("train")),
-        "prototypes": _merge(img.get("prototypes", {}), ds.get("prototypes")),
+        "model": deep_merge(img.get("model", {}), ds.get("model")),
+        "train": deep_merge(deep_merge(_TRAIN_DEFAULTS, img.get("train")), ds.get("train")),
+        "prototypes": deep_merge(img.get("prototypes", {}), ds.get("prototypes")),
     }
 
 
@@ -393,7 +389,7 @@ def _cmd_image_run(args) -> None:
         if any(v is None for v in picks):
             raise SystemExit("image-run: --dataset, --dim and --method go together (to resolve a workflow config)")
         if args.base_config and Path(args.base_config).resolve() != Path(args.config).resolve():
-            spec = _merge(_load_spec(args.base_config), spec)  # as Snakemake merges --configfile
+            spec = deep_merge(_load_spec(args.base_config), spec)  # as Snakemake merges --configfile
         spec = run_spec(spec, args.dataset, args.dim, args.method)
     if args.epochs:
         spec["train"] = {**spec["train"], "epochs": args.epochs, "eval_every": args.epochs}

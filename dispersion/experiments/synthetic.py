@@ -23,6 +23,7 @@ import torch
 from .. import metrics
 from ..optim import optimize
 from ..regularizers import REGISTRY, build
+from .._config import require_keys
 from ..runio import RunRecorder, resolve_device, seed_everything
 from ..sphere import power_spherical, uniform
 
@@ -72,9 +73,7 @@ def run(spec: dict, out_dir: str | Path, progress: bool = True) -> dict:
     The summary's ``final`` holds ``min_angle`` (radians), ``circular_variance``,
     ``update_time_s`` (update steps alone), ``steps_done`` and ``it_per_s``.
     """
-    missing = [k for k in REQUIRED if k not in spec]
-    if missing:
-        raise ValueError(f"spec is missing key(s) {missing}; required: {list(REQUIRED)}")
+    require_keys(spec, REQUIRED)
     device = resolve_device(spec.get("device", "auto"))
     seed = int(spec["seed"])
     gen = seed_everything(seed, device)

@@ -16,6 +16,7 @@ import torch
 from .. import metrics
 from ..optim import optimize
 from ..regularizers import build
+from .._config import require_keys
 from ..runio import RunRecorder, resolve_device, seed_everything
 from ..sphere import known_optimum, uniform
 
@@ -35,9 +36,7 @@ def run(spec: dict, out_dir: str | Path, progress: bool = True) -> dict:
     ``summary.json`` (final metrics, per-point nearest-neighbour angles in degrees, the best known
     angle and the gap, radians and degrees) into ``out_dir``. Returns the summary.
     """
-    missing = [k for k in REQUIRED if k not in spec]
-    if missing:
-        raise ValueError(f"spec is missing key(s) {missing}; required: {list(REQUIRED)}")
+    require_keys(spec, REQUIRED)
     device = resolve_device(spec.get("device", "auto"))
     seed = int(spec["seed"])
     gen = seed_everything(seed, device)

@@ -38,11 +38,12 @@ from the workflow config (only the keys the run uses).
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
 from pathlib import Path
+
+from .._config import deep_merge
 
 __all__ = [
     "CLASSIFY_BASELINES",
@@ -79,11 +80,6 @@ _LM_TRAIN = {"steps": 3000, "batch_size": 32, "seq_len": 128, "lr": 1e-3, "embed
              "log_every": 50, "eval_every": 0, "eval_tokens": None, "eval_batch_size": 32, "hist_bins": 90}
 
 
-def _merge(base: dict, over: dict | None) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in (over or {}).items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
 
 
 def _variant(config: dict, section: dict, method: str, baselines: dict) -> tuple[str | None, dict, str]:
@@ -114,7 +110,7 @@ def features_spec(config: dict, dataset: str) -> dict:
         "max_train": d.get("max_train"),
         "max_test": d.get("max_test"),
         "subset_seed": d.get("subset_seed", 0),
-        "encoder": _merge(_ENCODER_DEFAULTS, t.get("encoder")),
+        "encoder": deep_merge(_ENCODER_DEFAULTS, t.get("encoder")),
         "device": config.get("device", "auto"),
     }
 
@@ -135,7 +131,7 @@ def compute_features(spec: dict, out_path: str | Path, *, progress: bool = True,
     from ..models.text import SentenceEncoder
     from ..runio import atomic_save, resolve_device
 
-    enc = _merge(_ENCODER_DEFAULTS, spec.get("encoder"))
+    enc = deep_merge(_ENCODER_DEFAULTS, spec.get("encoder"))
     device = resolve_device(spec.get("device", "auto"))
     parts = {}
     for split in ("train", "test"):
@@ -195,9 +191,9 @@ def classify_spec(config: dict, dataset: str, dim: int | str, method: str) -> di
         "head": "softmax" if method == "softmax" else "prototype",
         "regularizer": regularizer,
         "params": params,
-        "model": _merge(_merge(_CLASSIFY_MODEL, c.get("model")), d.get("model")),
-        "train": _merge(_merge(_CLASSIFY_TRAIN, c.get("train")), d.get("train")),
-        "prototypes": _merge(_merge(_PROTOTYPES, c.get("prototypes")), d.get("prototypes")),
+        "model": deep_merge(deep_merge(_CLASSIFY_MODEL, c.get("model")), d.get("model")),
+        "train": deep_merge(deep_merge(_CLASSIFY_TRAIN, c.get("train")), d.get("train")),
+        "prototypes": deep_merge(deep_merge(_PROTOTYPES, c.get("prototypes")), d.get("prototypes")),
         "device": config.get("device", "auto"),
     }
 
@@ -331,11 +327,11 @@ def classify(spec: dict, out_dir: str | Path, seed: int, features_path: str | Pa
 def corpus_spec(config: dict) -> dict:
     """The spec of the tokenised LM corpus (``text.lm``: corpora, tokenizer, vocab)."""
     lm_cfg = config["text"]["lm"]
-    enc = _merge(_ENCODER_DEFAULTS, config["text"].get("encoder"))
+    enc = deep_merge(_ENCODER_DEFAULTS, config["text"].get("encoder"))
     return {
         "corpora": list(lm_cfg.get("corpora", ["rotten_tomatoes_plot", "tweets", "debates"])),
         "tokenizer": lm_cfg.get("tokenizer", "wordpiece"),
-        "vocab": _merge({"max_size": 30000, "min_count": 2}, lm_cfg.get("vocab")),
+        "vocab": deep_merge({"max_size": 30000, "min_count": 2}, lm_cfg.get("vocab")),
         "encoder": enc["name"],
         "paths": lm_cfg.get("paths", {}),
     }
@@ -391,7 +387,7 @@ def lm_spec(config: dict, method: str) -> dict:
     variant of ``config["methods"]`` (updated by ``text.lm.overrides[method]``)."""
     lm_cfg = config["text"]["lm"]
     regularizer, params, label = _variant(config, lm_cfg, method, LM_BASELINES)
-    train = _merge(_LM_TRAIN, lm_cfg.get("train"))
+    train = deep_merge(_LM_TRAIN, lm_cfg.get("train"))
     if method in lm_cfg.get("full_batch", []):
         train["reg_rows"] = None  # the blocked full-batch energy over every row
     return {
@@ -400,7 +396,7 @@ def lm_spec(config: dict, method: str) -> dict:
         "embedding": "euclidean" if method == "euclidean" else "sphere",
         "regularizer": regularizer,
         "params": params,
-        "model": _merge(_LM_MODEL, lm_cfg.get("model")),
+        "model": deep_merge(_LM_MODEL, lm_cfg.get("model")),
         "train": train,
         "device": config.get("device", "auto"),
     }
@@ -531,8 +527,8 @@ def lm(spec: dict, out_dir: str | Path, seed: int, corpus_path: str | Path, *, p
             raise ValueError(f"spec is missing key {key!r}")
     if spec["embedding"] == "euclidean" and spec["regularizer"] is not None:
         raise ValueError("the euclidean baseline takes no regularizer (its rows are not on the sphere)")
-    tr = _merge(_LM_TRAIN, spec["train"])
-    mc = _merge(_LM_MODEL, spec["model"])
+    tr = deep_merge(_LM_TRAIN, spec["train"])
+    mc = deep_merge(_LM_MODEL, spec["model"])
     T = int(tr["seq_len"])
     if T > int(mc["max_len"]):
         raise ValueError(f"train.seq_len ({T}) exceeds model.max_len ({mc['max_len']})")
