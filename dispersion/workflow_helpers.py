@@ -66,7 +66,8 @@ def check_config(config: dict) -> None:
     for path, variant in (("slices.variant", syn.get("slices", {}).get("variant")),
                           ("fullbatch.minibatch_variant", syn.get("fullbatch", {}).get("minibatch_variant")),
                           ("fullbatch.fullbatch_variant", syn.get("fullbatch", {}).get("fullbatch_variant")),
-                          *((f"optimizers.methods", v) for v in syn.get("optimizers", {}).get("methods", []))):
+                          *(("optimizers.methods", v) for v in syn.get("optimizers", {}).get("methods", [])),
+                          *(("regimes.methods", v) for v in syn.get("regimes", {}).get("methods", []))):
         if variant is not None and variant not in config["methods"]:
             raise ValueError(f"config key synthetic.{path}: {variant!r} is not a variant defined under methods:")
     if "slices" in syn and config["methods"][syn["slices"]["variant"]]["method"] not in ("sliced", "ssw"):
@@ -141,7 +142,8 @@ def synthetic_specs(config: dict) -> dict[tuple[str, str, str, int], dict]:
     Studies (each optional in the config):
 
     * ``main`` — cells ``uniform`` and ``clumped`` at (n, d), every method + the reference;
-    * ``regimes`` — cells ``n{N}_d{d}`` over the grid, clumped start, every method + reference;
+    * ``regimes`` — cells ``n{N}_d{d}`` over the grid, clumped start, every method (or the
+      subset ``regimes.methods``) + reference;
     * ``slices`` — cells ``L{L}_steps`` (fixed steps) and ``L{L}_time`` (fixed update time) for
       one sliced variant with L slices;
     * ``fullbatch`` — the minibatch variant and its full-batch counterpart at equal update time;
@@ -167,7 +169,7 @@ def synthetic_specs(config: dict) -> dict[tuple[str, str, str, int], dict]:
         r = s["regimes"]
         for n in r["n"]:
             for d in r["d"]:
-                for v in ["reference", *s["methods"]]:
+                for v in ["reference", *r.get("methods", s["methods"])]:
                     for seed in r.get("seeds", s["seeds"]):
                         add("regimes", f"n{n}_d{d}", v, seed, n=n, d=d, init=r["init"], steps=r["steps"],
                             log_every=r["steps"])

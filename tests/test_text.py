@@ -269,6 +269,31 @@ def test_spherical_lm_step_lowers_loss_and_stays_on_sphere():
     assert m(x[:, :-1]).abs().max() <= m.scale.item() + 1e-4
 
 
+def test_regularized_loss_per_token_is_the_summed_loss_over_tokens():
+    """λ per token: the gradient equals that of (Σ_tokens CE + λ R) / n_tokens, computed naively."""
+    torch.manual_seed(0)
+    logits = torch.randn(6, 5, requires_grad=True)
+    y = torch.randint(0, 5, (6,))
+    E = torch.nn.functional.normalize(torch.randn(7, 3, dtype=torch.float32), dim=1).requires_grad_(True)
+
+    def r_of(E):
+        return (E @ E.T).pow(2).sum()
+
+    X.regularized_loss(torch.nn.functional.cross_entropy(logits, y), r_of(E), 10.0, 6, "token").backward()
+    g_logits, g_E = logits.grad.clone(), E.grad.clone()
+    logits.grad, E.grad = None, None
+    naive = (torch.nn.functional.cross_entropy(logits, y, reduction="sum") + 10.0 * r_of(E)) / 6
+    naive.backward()
+    assert torch.allclose(g_logits, logits.grad, atol=1e-6) and torch.allclose(g_E, E.grad, atol=1e-5)
+    ce, r = torch.tensor(2.0), torch.tensor(3.0)
+    assert X.regularized_loss(ce, r, 10.0, 1000, "batch").item() == pytest.approx(32.0)
+    assert X.regularized_loss(ce, r, 10.0, 1000, "token").item() == pytest.approx(2.03)
+    with pytest.raises(ValueError, match="lambda_per"):
+        X.regularized_loss(ce, r, 10.0, 10, "sentence")
+    with pytest.raises(ValueError, match="n_tokens"):
+        X.regularized_loss(ce, r, 10.0, 0)
+
+
 def test_lm_is_causal_and_euclidean_is_unnormalised():
     m = CausalTransformerLM(30, 16, 2, 2, max_len=8, dropout=0.0).eval()
     a = torch.tensor([[1, 2, 3, 4, 5, 6]])

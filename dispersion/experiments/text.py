@@ -56,6 +56,8 @@ __all__ = [
     "corpus_spec",
     "build_corpus",
     "lm_spec",
+    "regularized_loss",
+    "LAMBDA_PER",
     "lm_runs",
     "lm",
     "check_text_config",
@@ -76,7 +78,7 @@ _PROTOTYPES = {"steps": 1000, "lr": 0.005, "optimizer": "riemannian_adam"}
 _LM_MODEL = {"dim": 128, "n_layers": 4, "n_heads": 4, "ff_dim": None, "max_len": 128, "dropout": 0.1,
              "logit_scale": 10.0}
 _LM_TRAIN = {"steps": 3000, "batch_size": 32, "seq_len": 128, "lr": 1e-3, "embedding_lr": 5e-3,
-             "warmup": 100, "min_lr_ratio": 0.1, "lambda": 10.0, "reg_rows": 1024, "amp": True,
+             "warmup": 100, "min_lr_ratio": 0.1, "lambda": 10.0, "lambda_per": "token", "reg_rows": 1024, "amp": True,
              "log_every": 50, "eval_every": 0, "eval_tokens": None, "eval_batch_size": 32, "hist_bins": 90}
 
 
@@ -408,6 +410,44 @@ def lm_runs(config: dict) -> list[dict]:
     return [{"method": m, "seed": s} for m in lm_cfg["methods"] for s in lm_cfg.get("seeds", config["text"]["seeds"])]
 
 
+#: Conventions for the weight λ of the regularizer in the LM loss (see :func:`regularized_loss`).
+LAMBDA_PER = ("token", "batch")
+
+
+def regularized_loss(ce, r, lam: float, n_tokens: int, lambda_per: str = "token"):
+    """The LM training loss: token-averaged cross-entropy plus the weighted regularizer.
+
+    Parameters
+    ----------
+    ce : 0-d tensor
+        Cross-entropy averaged over the ``n_tokens`` target tokens of the batch (nats/token).
+    r : 0-d tensor
+        The regularizer R(E) of the embedding table (or of its sampled rows).
+    lam : float
+        λ >= 0.
+    n_tokens : int
+        Target tokens in the batch (batch_size · seq_len), >= 1.
+    lambda_per : ``"token"`` or ``"batch"``
+        ``"token"`` (default): ``(Σ_tokens CE + λ·R) / n_tokens = ce + λ·R / n_tokens``, the
+        reduction of NMT trainers such as fairseq, whose criterion sums the loss over the target
+        tokens and whose trainer divides the gradient by their number; the paper's λ = 10 was set
+        in such a trainer (PAPER.md §4.4). ``"batch"``: ``ce + λ·R``, λ per batch. The two differ by
+        the factor n_tokens; with ``"batch"`` and λ = 10 the Sliced loss, a *sum* over all V rows
+        (PAPER.md §3, item 6), outweighs the task (measured in the quick LM, V = 6 000:
+        perplexity 1 221 against 198 without a regularizer).
+
+    Returns a 0-d tensor. Raises ``ValueError`` for an unknown ``lambda_per``, a negative λ or
+    ``n_tokens < 1``.
+    """
+    if lambda_per not in LAMBDA_PER:
+        raise ValueError(f"lambda_per must be one of {LAMBDA_PER}, got {lambda_per!r}")
+    if lam < 0:
+        raise ValueError(f"lam must be >= 0, got {lam}")
+    if n_tokens < 1:
+        raise ValueError(f"n_tokens must be >= 1, got {n_tokens}")
+    return ce + (lam / n_tokens if lambda_per == "token" else lam) * r
+
+
 def _batch(stream, starts, T):
     import torch
 
@@ -498,8 +538,9 @@ def lm(spec: dict, out_dir: str | Path, seed: int, corpus_path: str | Path, *, p
         As built by :func:`lm_spec`: ``method``, ``embedding`` (``sphere``/``euclidean``),
         ``regularizer`` (None or a name of :data:`dispersion.METHODS`), ``params``, ``model``
         (:class:`~dispersion.models.text.CausalTransformerLM` arguments) and ``train``
-        (steps, batch_size, seq_len, lr, embedding_lr, warmup, min_lr_ratio, lambda, reg_rows,
-        amp, log_every, eval_every, eval_tokens, eval_batch_size, hist_bins).
+        (steps, batch_size, seq_len, lr, embedding_lr, warmup, min_lr_ratio, lambda, lambda_per,
+        reg_rows, amp, log_every, eval_every, eval_tokens, eval_batch_size, hist_bins); see
+        :func:`regularized_loss` for ``lambda`` and ``lambda_per``.
     out_dir : path
     seed : int
         Seeds the initialisation, the batch positions, the regularizer's random draws and the
@@ -548,6 +589,9 @@ def lm(spec: dict, out_dir: str | Path, seed: int, corpus_path: str | Path, *, p
                                 float(mc["logit_scale"]), generator=cpu_gen).to(device)
     reg = None if spec["regularizer"] is None else build(spec["regularizer"], generator=gen, **spec["params"])
     lam = float(tr["lambda"])
+    lambda_per = tr["lambda_per"]
+    if lambda_per not in LAMBDA_PER:
+        raise ValueError(f"train.lambda_per must be one of {LAMBDA_PER}, got {lambda_per!r}")
     reg_rows = (int(tr["reg_rows"]) if reg is not None and getattr(reg, "pairwise", False) and tr.get("reg_rows")
                 else None)
     steps, B = int(tr["steps"]), int(tr["batch_size"])
@@ -604,7 +648,7 @@ def lm(spec: dict, out_dir: str | Path, seed: int, corpus_path: str | Path, *, p
                     idx = torch.randperm(V, generator=gen, device=device)[:reg_rows]
                     E = E[idx]
                 r = reg(E)
-                loss = ce + lam * r
+                loss = regularized_loss(ce, r, lam, B * T, lambda_per)
             opt_e.zero_grad(set_to_none=True)
             opt_d.zero_grad(set_to_none=True)
             loss.backward()
@@ -656,6 +700,9 @@ def lm(spec: dict, out_dir: str | Path, seed: int, corpus_path: str | Path, *, p
         "unigram_perplexity_full_test": corpus["unigram_perplexity"],
         **geo,
         "max_row_norm_error": norm_err,
+        "lambda": lam,
+        "lambda_per": lambda_per,
+        "lambda_effective": (lam / (B * T) if lambda_per == "token" else lam) if reg is not None else 0.0,
         "train_time_s": train_time,
         "tokens_per_s": steps * B * T / train_time,
         "train_tokens_seen": steps * B * T,

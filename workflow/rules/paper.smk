@@ -8,6 +8,7 @@ rule paper:
         tex="paper/main.tex",
         outputs=paths.paper_inputs(),
         image=[p for p in image_paths.outputs() if p.endswith((".tex", ".pdf"))],
+        text=[p for p in text_paths.outputs() if p.endswith((".tex", ".pdf"))],
     output:
         status=paths.res("paper", "STATUS.txt"),
     log:
