@@ -97,10 +97,12 @@ def lm_table(df: pd.DataFrame, md: str | Path, tex: str | Path, caption: str | N
     first = df.iloc[0]
     n_seeds = df.groupby("method").size().max()
     dim = first.get("model.dim")
+    # runs written before train.lambda_per existed added λ·R per batch
+    per = "target token" if first.get("train.lambda_per") == "token" else "batch"
     caption = caption or (
         f"Next-token prediction with a tied embedding table of V = {int(first['vocab_size'])} rows "
         f"({first['tokenizer']} tokens), d = {int(dim) if dim == dim else '?'}, "
-        f"{int(first['train.steps'])} steps, λ = {first['train.lambda']:g}; held-out perplexity and accuracy, "
+        f"{int(first['train.steps'])} steps, λ = {first['train.lambda']:g} per {per}; held-out perplexity and accuracy, "
         f"the table's min angle and circular variance; mean ± std over {n_seeds} seed(s); "
         f"device: {first['device_name']}.")
     write_table(out, md, tex, caption, label)
