@@ -316,6 +316,7 @@ def _config():
     return {
         "results_dir": "r", "figures_dir": "f", "device": "cpu",
         "methods": {"sliced": {"method": "sliced", "label": "Sliced", "params": {"n_slices": 1}},
+                    "lloyd": {"method": "lloyd", "label": "Lloyd", "params": {"n_samples": 100}},
                     "mhe_rbf_chordal": {"method": "mhe", "label": "MHE RBF (d_R)",
                                         "params": {"kernel": "gaussian", "distance": "chordal", "gamma": 1.0}}},
         "text": {
@@ -326,7 +327,8 @@ def _config():
                          "train": {"epochs": 3, "batch_size": 16, "eval_every": 1},
                          "prototypes": {"steps": 150, "lr": 0.05}},
             "lm": {"corpora": ["debates"], "tokenizer": "word", "vocab": {"max_size": 300, "min_count": 1},
-                   "methods": ["none", "mhe_rbf_chordal", "euclidean"], "overrides": {"mhe_rbf_chordal": {"gamma": 0.01}},
+                   "methods": ["none", "mhe_rbf_chordal", "euclidean", "lloyd"],
+                   "overrides": {"mhe_rbf_chordal": {"gamma": 0.01}, "lloyd": {"n_samples": 100}},
                    "model": {"dim": 16, "n_layers": 1, "n_heads": 2, "max_len": 16, "dropout": 0.0},
                    "train": {"steps": 6, "batch_size": 4, "seq_len": 16, "warmup": 1, "log_every": 3,
                              "eval_tokens": 300, "reg_rows": 64}},
@@ -366,6 +368,11 @@ def test_classify_and_lm_runs_and_report(encoder, tmp_path):
         assert math.isfinite(s["test_perplexity"]) and 0 <= s["circular_variance"] <= 1
         if r["method"] != "euclidean":
             assert s["max_row_norm_error"] < 1e-4
+        if r["method"] == "lloyd":
+            # uniform samples are ~0.9 rad from their nearest of 300 rows in d = 16; samples that
+            # share the initialisation's random stream coincide with rows of E (error ~0)
+            first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+            assert first["regularizer"] > 0.3
         lms.append(out / "summary.json")
     paths = R.report(cls, lms, results_dir=tmp_path / "res", tables_dir=tmp_path / "tables", figures_dir=tmp_path / "figs")
     for p in paths:
