@@ -161,6 +161,11 @@ def test_paper_rule(workflow_run):
     status = (workflow_run / "results" / "paper" / "STATUS.txt").read_text()
     needed = referenced_files(ROOT / "paper" / "main.tex", workflow_run / "results", workflow_run / "figures")
     assert len(needed) >= 10 and all(p.exists() for p in needed)
+    # pdflatex's utf8 input knows no Greek letters: every generated table must be plain ASCII
+    for p in needed:
+        if p.suffix == ".tex":
+            bad = sorted({ch for ch in p.read_text(encoding="utf-8") if ord(ch) > 127})
+            assert not bad, f"{p.name} has non-ASCII characters {bad}"
     import shutil
 
     if shutil.which("latexmk"):
@@ -209,3 +214,11 @@ def test_interrupted_run_leaves_no_partial_output_and_resumes(tmp_path):
     a = json.loads(Path(target(cut)).read_text())["final"]
     b = json.loads(Path(target(full)).read_text())["final"]
     assert a["min_angle"] == b["min_angle"] and a["circular_variance"] == b["circular_variance"]
+
+
+def test_latex_tables_are_plain_ascii():
+    from dispersion.report.common import _LATEX_CHARS, _latex_escape
+
+    assert _latex_escape("".join(_LATEX_CHARS)).isascii()
+    assert _latex_escape("SSW (L = B²/N), κ = 100, λ = 10") == r"SSW (L = B$^2$/N), $\kappa$ = 100, $\lambda$ = 10"
+    assert _latex_escape("a_b & 5% ± 1°") == r"a\_b \& 5\% $\pm$ 1$^\circ$"

@@ -73,11 +73,24 @@ def mean_std(values: pd.Series, digits: int = 2) -> str:
     return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
 
 
+#: LaTeX for the special and non-ASCII characters that labels and captions use, so that the
+#: generated tables compile with pdflatex (whose utf8 input knows no Greek letters).
+_LATEX_CHARS = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "±": r"$\pm$", "°": r"$^\circ$", "−": "-", "–": "--", "—": "---", "·": r"$\cdot$", "×": r"$\times$",
+    "²": r"$^2$", "³": r"$^3$", "≥": r"$\geq$", "≤": r"$\leq$", "≈": r"$\approx$", "→": r"$\to$",
+    "∞": r"$\infty$", "√": r"$\surd$", "…": r"\ldots{}", "’": "'", "‘": "`", "“": "``", "”": "''",
+    "α": r"$\alpha$", "β": r"$\beta$", "γ": r"$\gamma$", "δ": r"$\delta$", "ε": r"$\varepsilon$",
+    "θ": r"$\theta$", "κ": r"$\kappa$", "λ": r"$\lambda$", "μ": r"$\mu$", "π": r"$\pi$",
+    "σ": r"$\sigma$", "φ": r"$\varphi$",
+}
+
+
 def _latex_escape(text: str) -> str:
-    repl = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-            "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-    text = "".join(repl.get(ch, ch) for ch in str(text))
-    return text.replace("±", r"$\pm$").replace("°", r"$^\circ$").replace("−", "-")
+    """``text`` with LaTeX's special characters escaped and the characters of
+    :data:`_LATEX_CHARS` replaced; other characters are kept."""
+    return "".join(_LATEX_CHARS.get(ch, ch) for ch in str(text))
 
 
 def write_table(df: pd.DataFrame, md_path: str | Path, tex_path: str | Path, caption: str, label: str) -> None:
