@@ -96,7 +96,8 @@ def _latex_escape(text: str) -> str:
 def write_table(df: pd.DataFrame, md_path: str | Path, tex_path: str | Path, caption: str, label: str) -> None:
     """Write ``df`` as a Markdown table (``md_path``) and a LaTeX booktabs table (``tex_path``),
     both atomically. The LaTeX is a ``table`` environment with ``caption`` and ``label``, for
-    ``\\input`` from ``paper/``."""
+    ``\\input`` from ``paper/`` (needs ``booktabs`` and ``graphicx``); a table wider than the
+    text is scaled down to the text width."""
     md = f"{caption}\n\n" + df.to_markdown(index=False) + "\n"
     atomic_write_text(md_path, md)
     cols = list(df.columns)
@@ -107,6 +108,8 @@ def write_table(df: pd.DataFrame, md_path: str | Path, tex_path: str | Path, cap
         "\\small",
         f"\\caption{{{_latex_escape(caption)}}}",
         f"\\label{{{label}}}",
+        # shrink a table wider than the text to the text width (graphicx), never enlarge one
+        "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%",
         "\\begin{tabular}{" + "l" * min(2, len(cols)) + "r" * max(0, len(cols) - 2) + "}",
         "\\toprule",
         " & ".join(_latex_escape(c) for c in cols) + " \\\\",
@@ -114,7 +117,7 @@ def write_table(df: pd.DataFrame, md_path: str | Path, tex_path: str | Path, cap
     ]
     for _, r in df.iterrows():
         lines.append(" & ".join(_latex_escape(_fmt(v)) for v in r.tolist()) + " \\\\")
-    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
+    lines += ["\\bottomrule", "\\end{tabular}}", "\\end{table}", ""]
     atomic_write_text(tex_path, "\n".join(lines))
 
 
