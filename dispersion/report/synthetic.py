@@ -140,10 +140,15 @@ def regimes_report(runs_csv, curves_csv, tables: Sequence[str], figures: Sequenc
         grid = np.full((len(ns), len(ds)), np.nan)
         fig, ax = plt.subplots(figsize=(2.2 * len(ds) + 2, 1.2 * len(ns) + 1.5))
         for r in table.itertuples():
-            i, j = ns.index(r.N), ds.index(r.d)
-            grid[i, j] = table.loc[r.Index, r.winner]
-            ax.text(j, i, f"{r.winner}\n{grid[i, j]:.2f}×", ha="center", va="center", fontsize=8)
+            grid[ns.index(r.N), ds.index(r.d)] = table.loc[r.Index, r.winner]
         im = ax.imshow(grid, cmap="viridis", aspect="auto")
+        ax.grid(False)
+        for r in table.itertuples():
+            i, j = ns.index(r.N), ds.index(r.d)
+            # dark text on the light end of the colour map, white on the dark end
+            light = np.mean(im.cmap(im.norm(grid[i, j]))[:3]) > 0.5
+            ax.text(j, i, f"{r.winner}\n{grid[i, j]:.2f}×", ha="center", va="center", fontsize=8,
+                    color="black" if light else "white")
         ax.set_xticks(range(len(ds)), [str(d) for d in ds])
         ax.set_yticks(range(len(ns)), [str(n) for n in ns])
         ax.set_xlabel("dimension d")
