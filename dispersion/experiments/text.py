@@ -57,6 +57,7 @@ __all__ = [
     "build_corpus",
     "lm_spec",
     "regularized_loss",
+    "regularizer_weight",
     "LAMBDA_PER",
     "lm_runs",
     "lm",
@@ -439,13 +440,20 @@ def regularized_loss(ce, r, lam: float, n_tokens: int, lambda_per: str = "token"
     Returns a 0-d tensor. Raises ``ValueError`` for an unknown ``lambda_per``, a negative λ or
     ``n_tokens < 1``.
     """
+    return ce + regularizer_weight(lam, n_tokens, lambda_per) * r
+
+
+def regularizer_weight(lam: float, n_tokens: int, lambda_per: str = "token") -> float:
+    """The factor of R(E) in :func:`regularized_loss`: ``lam / n_tokens`` (``"token"``) or
+    ``lam`` (``"batch"``). Raises ``ValueError`` for an unknown ``lambda_per``, a negative λ or
+    ``n_tokens < 1``."""
     if lambda_per not in LAMBDA_PER:
         raise ValueError(f"lambda_per must be one of {LAMBDA_PER}, got {lambda_per!r}")
     if lam < 0:
         raise ValueError(f"lam must be >= 0, got {lam}")
     if n_tokens < 1:
         raise ValueError(f"n_tokens must be >= 1, got {n_tokens}")
-    return ce + (lam / n_tokens if lambda_per == "token" else lam) * r
+    return lam / n_tokens if lambda_per == "token" else lam
 
 
 def _batch(stream, starts, T):
@@ -592,13 +600,14 @@ def lm(spec: dict, out_dir: str | Path, seed: int, corpus_path: str | Path, *, p
     # as its "uniform" samples (quantisation error 0.005 instead of 1.2 over the first 50 steps).
     gen.manual_seed(int(torch.randint(0, 2**62, (1,), generator=cpu_gen)))
     reg = None if spec["regularizer"] is None else build(spec["regularizer"], generator=gen, **spec["params"])
-    lam = float(tr["lambda"])
-    lambda_per = tr["lambda_per"]
-    if lambda_per not in LAMBDA_PER:
-        raise ValueError(f"train.lambda_per must be one of {LAMBDA_PER}, got {lambda_per!r}")
+    lam, lambda_per = float(tr["lambda"]), tr["lambda_per"]
     reg_rows = (int(tr["reg_rows"]) if reg is not None and getattr(reg, "pairwise", False) and tr.get("reg_rows")
                 else None)
     steps, B = int(tr["steps"]), int(tr["batch_size"])
+    try:
+        weight = regularizer_weight(lam, B * T, lambda_per)  # checked once, before any training
+    except ValueError as e:
+        raise ValueError(f"train: {e}") from None
     if spec["embedding"] == "sphere":
         opt_e = geoopt.optim.RiemannianAdam([model.E], lr=float(tr["embedding_lr"]), stabilize=100)
     else:
@@ -652,7 +661,7 @@ def lm(spec: dict, out_dir: str | Path, seed: int, corpus_path: str | Path, *, p
                     idx = torch.randperm(V, generator=gen, device=device)[:reg_rows]
                     E = E[idx]
                 r = reg(E)
-                loss = regularized_loss(ce, r, lam, B * T, lambda_per)
+                loss = ce + weight * r  # = regularized_loss(ce, r, lam, B * T, lambda_per)
             opt_e.zero_grad(set_to_none=True)
             opt_d.zero_grad(set_to_none=True)
             loss.backward()
@@ -706,7 +715,7 @@ def lm(spec: dict, out_dir: str | Path, seed: int, corpus_path: str | Path, *, p
         "max_row_norm_error": norm_err,
         "lambda": lam,
         "lambda_per": lambda_per,
-        "lambda_effective": (lam / (B * T) if lambda_per == "token" else lam) if reg is not None else 0.0,
+        "lambda_effective": weight if reg is not None else 0.0,
         "train_time_s": train_time,
         "tokens_per_s": steps * B * T / train_time,
         "train_tokens_seen": steps * B * T,
