@@ -273,7 +273,9 @@ class Paths:
         return [p for st in synthetic_studies(self.config) for p in self.synthetic_report_outputs(st)]
 
     # --- the paper ---
-    def paper_inputs(self) -> list[str]:
-        """Every table and figure the workflow writes for the paper (tables .tex, figures .pdf)."""
-        outs = self.tammes_outputs() + self.synthetic_outputs()
+    def paper_inputs(self, *other_outputs: list[str]) -> list[str]:
+        """Every table and figure the workflow writes for the paper (tables .tex, figures .pdf):
+        those of Tammes and the synthetic studies, and those among ``other_outputs`` (the
+        output lists of other experiments, e.g. ``ImagePaths.outputs()``)."""
+        outs = self.tammes_outputs() + self.synthetic_outputs() + [p for o in other_outputs for p in o]
         return [p for p in outs if p.endswith((".tex", ".pdf"))]

@@ -6,9 +6,7 @@
 rule paper:
     input:
         tex="paper/main.tex",
-        outputs=paths.paper_inputs(),
-        image=[p for p in image_paths.outputs() if p.endswith((".tex", ".pdf"))],
-        text=[p for p in text_paths.outputs() if p.endswith((".tex", ".pdf"))],
+        outputs=paths.paper_inputs(image_paths.outputs(), text_paths.outputs()),
     output:
         status=paths.res("paper", "STATUS.txt"),
     log:
