@@ -15,21 +15,19 @@ The committed output (2-core CPU, 2 threads, ~6 min per run) is per_class_check.
 import sys
 
 import torch
+import yaml
 
-from dispersion.data import images
+from dispersion.experiments.image import _build_loaders, run_spec
 from dispersion.models.resnet import resnet
 from dispersion.prototypes import place_prototypes
-from dispersion.training import PrototypeHead, SoftmaxHead, TensorLoader, train_classifier
+from dispersion.training import PrototypeHead, SoftmaxHead, train_classifier
 
 torch.set_num_threads(2)
 head_kind, dim = sys.argv[1], int(sys.argv[2])
-train_split, test_split = images.load_image_dataset("fashion_mnist", "data", None)
-train_split = train_split.subset(images.class_balanced_subset(train_split.labels, 2000, seed=0))
-mean, std = images.NORMALIZATION["fashion_mnist"]
-gen = torch.Generator().manual_seed(0)
-augment = images.BatchAugment(mean, std, padding=2, hflip=True, generator=gen)
-train = TensorLoader(train_split.images, train_split.labels, 128, shuffle=True, generator=gen, transform=augment)
-test = TensorLoader(test_split.images, test_split.labels, 1000, shuffle=False, transform=augment)
+with open("config/config.yaml", encoding="utf-8") as f:  # the paper-scale data settings and loaders
+    spec = run_spec(yaml.safe_load(f), "fashion_mnist", dim, "softmax" if head_kind == "softmax" else "mma")
+spec["data"]["train_per_class"] = 2000
+train, test, _ = _build_loaders(spec, torch.device("cpu"), seed=0)
 torch.manual_seed(0)
 if head_kind == "softmax":
     head, lr = SoftmaxHead(dim, 10), 0.05
