@@ -31,6 +31,8 @@ __all__ = [
     "median_angle",
     "summary",
     "auto_block_size",
+    "knn",
+    "knn_recall",
 ]
 
 _BLOCK_ENTRIES = 2**24
@@ -218,3 +220,119 @@ def summary(X: torch.Tensor, block_size: int | None = None, pairwise_stats: bool
         out["mean_angle"] = mean_angle(X, block_size).item()
         out["median_angle"] = median_angle(X, block_size).item()
     return out
+
+
+# ----------------------------------------------------------------------------------------
+# k nearest neighbours and neighbourhood recall (issue 13). Self-contained: these functions use
+# only ``check_points`` and their own helpers below, not the single-neighbour search above.
+# ----------------------------------------------------------------------------------------
+
+#: Extra cosine candidates per row beyond k that :func:`knn` re-measures with the chordal
+#: formula, so that float rounding of cosines cannot drop a true neighbour tied within ~3e-4 rad.
+_KNN_EXTRA_CANDIDATES = 4
+#: Cosines per block of :func:`knn` with ``block_size=None`` (64 MiB in float32).
+_KNN_BLOCK_ENTRIES = 2**24
+
+
+def _knn_check_k(k, n: int, name: str = "k") -> int:
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"{name} must be an int, got {type(k).__name__}")
+    if not 1 <= k <= n - 1:
+        raise ValueError(f"{name} must be in [1, N - 1] = [1, {n - 1}] for N = {n} points, got {k}")
+    return k
+
+
+def _knn_block_rows(n: int, block_size: int | None) -> int:
+    if block_size is None:
+        return max(1, min(n, _KNN_BLOCK_ENTRIES // max(n, 1)))
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"block_size must be a positive int or None, got {block_size!r}")
+    return block_size
+
+
+@torch.no_grad()
+def knn(X: torch.Tensor, k: int, block_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` nearest neighbours of every row of ``X`` by geodesic angle: (indices, angles).
+
+    ``X``: (N, d) with unit rows, float32/float64, any device; ``k``: int in [1, N − 1].
+    Returns ``indices`` (N, k) int64 and ``angles`` (N, k) in X's dtype, radians, each row
+    sorted by increasing angle (ties broken by the smaller index); row i never lists i itself,
+    but does list an exact duplicate of x_i (angle 0), wherever it sits in the table.
+
+    Exact, in memory O(N · block_size): row blocks [s, e) meet all N columns, the true
+    diagonal is masked, and the k + 4 largest cosines of each row are kept as candidates
+    (:data:`_KNN_EXTRA_CANDIDATES`); their angles are then re-measured with the chordal formula
+    2·asin(‖x_i − x_j‖ / 2), which keeps full precision near 0 and π where arccos of a rounded
+    cosine does not, and the k smallest are returned. ``block_size=None`` takes blocks of about
+    2^24 cosines (64 MiB in float32). O(N² d) time.
+
+    Raises ``TypeError``/``ValueError`` naming ``X`` (see ``check_points``), ``k`` or
+    ``block_size``.
+    """
+    check_points(X, "X")
+    n = X.shape[0]
+    k = _knn_check_k(k, n)
+    m = min(n - 1, k + _KNN_EXTRA_CANDIDATES)
+    block = _knn_block_rows(n, block_size)
+    indices = torch.empty((n, k), dtype=torch.long, device=X.device)
+    angles = torch.empty((n, k), dtype=X.dtype, device=X.device)
+    for s in range(0, n, block):
+        e = min(n, s + block)
+        G = X[s:e] @ X.T  # (b, N) cosines
+        rows = torch.arange(e - s, device=X.device)
+        G[rows, rows + s] = -math.inf  # the true diagonal only
+        cand = G.topk(m, dim=1).indices  # (b, m)
+        del G
+        # order candidates by index first, so that the stable sort by angle breaks ties by index
+        cand = cand.sort(dim=1).values
+        chord = torch.linalg.vector_norm(X[cand] - X[s:e, None, :], dim=-1).clamp_(max=2.0)
+        ang = chord.div_(2).asin_().mul_(2)
+        order = ang.argsort(dim=1, stable=True)[:, :k]
+        indices[s:e] = cand.gather(1, order)
+        angles[s:e] = ang.gather(1, order)
+    return indices, angles
+
+
+@torch.no_grad()
+def knn_recall(
+    X: torch.Tensor,
+    Y: torch.Tensor,
+    k: int = 10,
+    block_size: int | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Recall@k of the neighbourhoods of ``X`` in ``Y``: how many of each row's k nearest
+    neighbours in X are still among its k nearest in Y.
+
+    For row i with neighbour sets A_i = knn(X, k)[i] and B_i = knn(Y, k)[i],
+    r_i = |A_i ∩ B_i| / k ∈ [0, 1]; with ``reduction="mean"`` (default) the mean over rows,
+    a 0-dim float64 tensor, with ``"none"`` the (N,) float64 vector r. 1 when Y keeps every
+    neighbourhood of X (e.g. Y = X, or Y a rotation of X), about k/(N − 1) for unrelated sets.
+    This is the "trustworthiness"-style neighbourhood preservation used to judge embedding
+    maps (Venna & Kaski, 2006) and approximate-nearest-neighbour search (recall@k).
+
+    ``X`` (N, d) and ``Y`` (N, d') have unit rows and the same N (row i of Y is the image of
+    row i of X; d' may differ from d); ``k`` in [1, N − 1]. Exact ties in Y's k-th distance
+    are broken by the smaller index (as :func:`knn`). Memory O(N · block_size + N k).
+
+    Raises ``ValueError`` for different row counts (naming ``X`` and ``Y``), a bad ``k``,
+    ``block_size`` or ``reduction``, and the errors of :func:`knn` for each argument.
+    """
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    check_points(X, "X")
+    check_points(Y, "Y")
+    if X.shape[0] != Y.shape[0]:
+        raise ValueError(
+            f"X and Y must have the same number of rows (row i of Y is the image of row i of X), "
+            f"got X with {X.shape[0]} and Y with {Y.shape[0]}"
+        )
+    a, _ = knn(X, k, block_size)
+    b, _ = knn(Y, k, block_size)
+    b = b.to(a.device)
+    # |A_i ∩ B_i| by sorted membership: O(N k log k), no (N, k, k) tensor
+    b_sorted = b.sort(dim=1).values
+    pos = torch.searchsorted(b_sorted, a).clamp_(max=k - 1)
+    hits = (b_sorted.gather(1, pos) == a).sum(dim=1)
+    r = hits.to(torch.float64) / k
+    return r.mean() if reduction == "mean" else r
