@@ -24,6 +24,7 @@ from .regularizers import (
     Lloyd,
     Regularizer,
     Sliced,
+    Uniformity,
     build,
     method_parameters,
 )
@@ -32,6 +33,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "METHODS", "build", "method_parameters", "Regularizer",
-    "MHE", "MMA", "KoLeo", "MMCS", "Lloyd", "Sliced", "SSW",
+    "MHE", "MMA", "KoLeo", "MMCS", "Lloyd", "Sliced", "SSW", "Uniformity",
     "metrics", "sphere", "__version__",
 ]

@@ -25,6 +25,7 @@ ALL_CONFIGS = [
     {"name": "sliced", "n_slices": 3},
     {"name": "sliced", "n_slices": 3, "axis_aligned": True},
     {"name": "ssw", "n_projections": 5},
+    {"name": "uniformity", "t": 2.0},
 ]
 
 

@@ -16,9 +16,10 @@ from .pairwise import (
 from .registry import METHODS, REGISTRY, build, method_parameters
 from .sliced import Sliced, sliced_energy_from_angles
 from .ssw import SSW
+from .uniformity import Uniformity, blocked_uniformity_loss, uniformity_loss
 
 __all__ = [
-    "Regularizer", "MHE", "MMA", "KoLeo", "MMCS", "Lloyd", "Sliced", "SSW",
+    "Regularizer", "MHE", "MMA", "KoLeo", "MMCS", "Lloyd", "Sliced", "SSW", "Uniformity",
     "kernel_from_cosine", "mhe_energy", "mma_loss", "koleo_loss", "mmcs_loss", "lloyd_energy",
-    "sliced_energy_from_angles", "METHODS", "REGISTRY", "build", "method_parameters",
+    "sliced_energy_from_angles", "uniformity_loss", "blocked_uniformity_loss", "METHODS", "REGISTRY", "build", "method_parameters",
 ]

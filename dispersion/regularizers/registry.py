@@ -13,10 +13,11 @@ from .lloyd import Lloyd
 from .pairwise import MHE, MMA, MMCS, KoLeo
 from .sliced import Sliced
 from .ssw import SSW
+from .uniformity import Uniformity
 
 __all__ = ["REGISTRY", "METHODS", "build", "method_parameters"]
 
-#: name -> class, in the order of PAPER.md §3.
+#: name -> class, in the order of arXiv:2502.08231 §3, then the uniformity loss.
 REGISTRY: dict[str, type[Regularizer]] = {
     "mhe": MHE,
     "mma": MMA,
@@ -25,6 +26,7 @@ REGISTRY: dict[str, type[Regularizer]] = {
     "lloyd": Lloyd,
     "sliced": Sliced,
     "ssw": SSW,
+    "uniformity": Uniformity,  # Wang & Isola (ICML 2020); not in the paper
 }
 
 #: The names :func:`build` accepts.
