@@ -8,7 +8,8 @@ from dispersion.prototypes import place_prototypes, prototype_loss, prototype_pr
 from conftest import random_sphere
 
 
-@pytest.mark.parametrize("optimizer", ["riemannian_adam", "riemannian_sgd", "adam", "sgd"])
+@pytest.mark.parametrize("optimizer", ["riemannian_adam", "riemannian_sgd", "adam", "sgd",
+                                       "geoopt_riemannian_adam", "geoopt_riemannian_sgd"])
 def test_points_stay_on_the_sphere_and_spread(optimizer):
     X0 = sphere.power_spherical(30, 5, 50.0, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     res = optimize(X0, dispersion.build("mhe"), steps=200, lr=0.05, optimizer=optimizer)
@@ -90,3 +91,145 @@ def test_riemannian_adam_stays_on_the_sphere_in_float32():
     optimize(X0, dispersion.build("mhe"), steps=700, lr=5e-3, log_every=1,
              callback=lambda step, X: worst.append((X.norm(dim=1) - 1).abs().max().item()) or {})
     assert max(worst) < 1e-5
+
+
+# --- the fused Riemannian optimisers against geoopt, the reference ---------------------------
+
+def _side_by_side(kind, n, d, lr, steps=200, seed=0, **kw):
+    """Run the fused optimiser and geoopt's (stabilize=1) on the same float64 start, each on its
+    own iterates, for ``steps`` steps of the Gaussian MHE energy; return both and their states."""
+    import geoopt
+
+    from dispersion.optim import RiemannianAdam, RiemannianSGD
+
+    X0 = sphere.uniform(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    reg = dispersion.build("mhe")
+    A = torch.nn.Parameter(X0.clone())
+    B = geoopt.ManifoldParameter(X0.clone(), manifold=geoopt.SphereExact())
+    if kind == "adam":
+        oa, ob = RiemannianAdam([A], lr=lr, **kw), geoopt.optim.RiemannianAdam([B], lr=lr, stabilize=1, **kw)
+    else:
+        oa, ob = RiemannianSGD([A], lr=lr, **kw), geoopt.optim.RiemannianSGD([B], lr=lr, stabilize=1, **kw)
+    for _ in range(steps):
+        for P, o in ((A, oa), (B, ob)):
+            o.zero_grad()
+            reg(P).backward()
+            o.step()
+    return A, B, oa.state[A], ob.state[B]
+
+
+@pytest.mark.parametrize("n,d,lr", [(24, 3, 0.05), (200, 16, 0.01), (50, 64, 0.1)])
+def test_fused_adam_matches_geoopt(n, d, lr):
+    A, B, sa, sb = _side_by_side("adam", n, d, lr)
+    assert (A.detach() - B.detach()).abs().max().item() < 1e-9
+    assert (sa["exp_avg"] - sb["exp_avg"]).abs().max().item() < 1e-9
+    # geoopt keeps the per-row second moment broadcast over the row; the fused one keeps (N, 1)
+    assert sa["exp_avg_sq"].shape == (n, 1)
+    assert (sa["exp_avg_sq"].expand(n, d) - sb["exp_avg_sq"]).abs().max().item() < 1e-9
+    assert sa["step"] == sb["step"] == 200
+
+
+def test_fused_adam_amsgrad_matches_geoopt():
+    A, B, sa, sb = _side_by_side("adam", 40, 8, 0.02, amsgrad=True)
+    assert (A.detach() - B.detach()).abs().max().item() < 1e-9
+    assert (sa["max_exp_avg_sq"].expand(40, 8) - sb["max_exp_avg_sq"]).abs().max().item() < 1e-9
+
+
+@pytest.mark.parametrize("kw", [{}, {"momentum": 0.9}, {"momentum": 0.9, "nesterov": True},
+                                {"momentum": 0.5, "dampening": 0.3}])
+@pytest.mark.parametrize("n,d,lr", [(30, 3, 0.05), (100, 32, 0.2)])
+def test_fused_sgd_matches_geoopt(kw, n, d, lr):
+    A, B, sa, sb = _side_by_side("sgd", n, d, lr, **kw)
+    assert (A.detach() - B.detach()).abs().max().item() < 1e-9
+    if kw.get("momentum"):
+        assert (sa["momentum_buffer"] - sb["momentum_buffer"]).abs().max().item() < 1e-9
+
+
+def test_fused_adam_takes_geoopt_parameters_and_any_leading_shape():
+    import geoopt
+
+    from dispersion.optim import RiemannianAdam
+
+    X0 = sphere.uniform(12, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    P = geoopt.ManifoldParameter(X0.clone(), manifold=geoopt.SphereExact())
+    Q = torch.nn.Parameter(X0.clone().reshape(3, 4, 4))  # rows along the last dimension
+    opt = RiemannianAdam([P, Q], lr=0.05)
+    for _ in range(20):
+        opt.zero_grad()
+        (dispersion.build("mhe")(P) + dispersion.build("mhe")(Q.reshape(12, 4))).backward()
+        opt.step()
+    assert isinstance(P, geoopt.ManifoldParameter)
+    assert torch.allclose(P.detach(), Q.detach().reshape(12, 4), atol=1e-13)
+    assert torch.allclose(Q.detach().norm(dim=-1), torch.ones(3, 4, dtype=torch.float64), atol=1e-14)
+
+
+def test_fused_adam_state_dict_round_trip_resumes_identically():
+    import copy
+
+    from dispersion.optim import RiemannianAdam
+
+    X0 = sphere.uniform(30, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    reg = dispersion.build("mhe")
+
+    def steps(P, opt, k):
+        for _ in range(k):
+            opt.zero_grad()
+            reg(P).backward()
+            opt.step()
+
+    A = torch.nn.Parameter(X0.clone())
+    oa = RiemannianAdam([A], lr=0.03, amsgrad=True)
+    steps(A, oa, 20)
+    saved, saved_X = copy.deepcopy(oa.state_dict()), A.detach().clone()  # (state_dict holds references)
+    steps(A, oa, 15)
+    B = torch.nn.Parameter(saved_X)
+    ob = RiemannianAdam([B], lr=0.03, amsgrad=True)
+    ob.load_state_dict(saved)
+    steps(B, ob, 15)
+    assert torch.equal(A.detach(), B.detach())
+
+
+def test_fused_optimisers_beside_torch_adam_in_a_training_loop():
+    # the sphere rows go to the fused optimiser, the other weights to torch's Adam
+    from dispersion.optim import RiemannianAdam
+
+    g = torch.Generator().manual_seed(0)
+    E = torch.nn.Parameter(sphere.uniform(10, 6, generator=g))
+    head = torch.nn.Linear(6, 10)
+    x = torch.randint(0, 10, (64,), generator=g)
+    opts = [RiemannianAdam([E], lr=0.05), torch.optim.Adam(head.parameters(), lr=0.05)]
+    first = None
+    for _ in range(100):
+        loss = torch.nn.functional.cross_entropy(head(E[x]), x)
+        first = first if first is not None else loss.item()
+        for o in opts:
+            o.zero_grad()
+        loss.backward()
+        for o in opts:
+            o.step()
+    assert loss.item() < 0.1 * first
+    assert torch.allclose(E.detach().norm(dim=1), torch.ones(10), atol=1e-6)
+
+
+def test_fused_optimisers_reject_bad_parameters():
+    import geoopt
+
+    from dispersion.optim import RiemannianAdam, RiemannianSGD
+
+    X = sphere.uniform(5, 3, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"rows of params\[0\] must lie on the unit sphere"):
+        RiemannianAdam([torch.nn.Parameter(2 * X)])
+    with pytest.raises(TypeError, match="only rows on the whole unit sphere"):
+        RiemannianAdam([geoopt.ManifoldParameter(X.clone(), manifold=geoopt.Euclidean())])
+    with pytest.raises(TypeError, match="float32 or float64"):
+        RiemannianAdam([torch.nn.Parameter(X.half())])
+    with pytest.raises(ValueError, match="at least 2 entries"):
+        RiemannianAdam([torch.nn.Parameter(torch.ones(4, 1))])
+    with pytest.raises(ValueError, match="betas"):
+        RiemannianAdam([torch.nn.Parameter(X.clone())], betas=(0.9, 1.0))
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        RiemannianSGD([torch.nn.Parameter(X.clone())], lr=0.0)
+    with pytest.raises(ValueError, match="nesterov"):
+        RiemannianSGD([torch.nn.Parameter(X.clone())], lr=0.1, nesterov=True)
+    with pytest.raises(ValueError, match="empty parameter list"):
+        RiemannianAdam([])

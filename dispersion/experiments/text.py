@@ -562,9 +562,9 @@ def lm(spec: dict, out_dir: str | Path, seed: int, corpus_path: str | Path, *, p
     ``tokens_per_s``, ``logit_scale`` and sizes. Raises ``ValueError`` for a bad spec or a
     diverged loss.
     """
-    import geoopt
     import torch
 
+    from ..optim import make_optimizer
     from ..regularizers import build
     from ..runio import RunRecorder, resolve_device, seed_everything
     from ..models.text import CausalTransformerLM
@@ -609,7 +609,7 @@ def lm(spec: dict, out_dir: str | Path, seed: int, corpus_path: str | Path, *, p
     except ValueError as e:
         raise ValueError(f"train: {e}") from None
     if spec["embedding"] == "sphere":
-        opt_e = geoopt.optim.RiemannianAdam([model.E], lr=float(tr["embedding_lr"]), stabilize=100)
+        opt_e = make_optimizer("riemannian_adam", [model.E], lr=float(tr["embedding_lr"]))
     else:
         opt_e = torch.optim.Adam([model.E], lr=float(tr["embedding_lr"]))
     opt_d = torch.optim.Adam(model.dense_parameters(), lr=float(tr["lr"]))
