@@ -7,10 +7,10 @@ nearest-neighbour search uses at least 512 rows), and only the pairs i < j are f
 the true diagonal i = j is excluded from the nearest-neighbour searches — never the diagonal
 of an off-diagonal block — so duplicated points that fall in different blocks give angle 0.
 
-Angles are in radians. They are computed to full precision even for tiny angles: the nearest
-neighbour is found by the largest cosine, then its angle is recomputed from the chordal
-distance as 2·asin(‖x_i − x_j‖ / 2), which, unlike arccos of a cosine near 1, does not lose the
-angle below ~1e-3 rad in float32. Matrix products run at the input's dtype; no reduced-precision
+Angles are in radians. The nearest-neighbour angles are exact for any configuration (see
+:func:`nearest_neighbor_angles`): candidates are found by cosine within a proven rounding bound,
+then re-measured in float64 from the chordal distance as 2·asin(‖x_i − x_j‖ / 2), which, unlike
+arccos of a cosine near 1, does not lose the angle below ~1e-3 rad. Matrix products run at the input's dtype; no reduced-precision
 (TF32) products are used unless the caller enabled them globally in torch.
 Functions run under ``torch.no_grad()`` and return tensors on the input's device.
 """
@@ -22,6 +22,7 @@ import math
 import torch
 
 from ._checks import check_points
+from ._sweep import nearest_neighbors_exact
 
 __all__ = [
     "nearest_neighbor_angles",
@@ -36,13 +37,10 @@ __all__ = [
 ]
 
 _BLOCK_ENTRIES = 2**24
-_CANDIDATES = 4
-#: Default rows per block of :func:`nearest_neighbor_angles` on the CPU, and the least on other
-#: devices (measured on the CPU at N = 20 000: 512 rows fastest; 128 rows 2× slower).
+#: Rows per block of the nearest-neighbour search on the CPU, and the least on other devices
+#: (measured on the 2-core CPU at N = 20 000, d = 64: 256–512 rows fastest, see
+#: ``benchmarks/README.md``).
 _MIN_NN_BLOCK = 512
-#: Up to this N the default nearest-neighbour search is one block of all rows, searched row by
-#: row (measured on the CPU: faster than the symmetric search below N ≈ 3 000, 2.4× at 1 000).
-_ONE_BLOCK_MAX_N = 2048
 
 
 def auto_block_size(n: int, budget_entries: int = _BLOCK_ENTRIES) -> int:
@@ -59,75 +57,45 @@ def _blocks(n: int, block_size: int | None):
         yield start, min(n, start + block_size)
 
 
-def _candidate_angles(X: torch.Tensor, arg: torch.Tensor) -> torch.Tensor:
-    """Angles (N, k), radians, between each unit row x_i of X and its k candidate rows
-    x_j, j = ``arg[i]`` (N, k): 2·asin(‖x_i − x_j‖/2), accurate near 0 and π."""
-    chord = torch.linalg.vector_norm(X[arg].sub_(X[:, None, :]), dim=-1).clamp_(max=2.0)
-    return chord.div_(2).asin_().mul_(2)
-
-
 @torch.no_grad()
 def nearest_neighbor_angles(X: torch.Tensor, block_size: int | None = None) -> torch.Tensor:
-    """Per-point nearest-neighbour angle min_{j≠i} d_S(x_i, x_j), shape (N,), radians.
+    """Per-point nearest-neighbour angle min_{j≠i} d_S(x_i, x_j), shape (N,), radians, X's dtype.
 
-    Exact; O(N² d / 2) time, O(block_size · N) memory. Only the pairs i < j are formed: the
-    rows [s, e) of a block meet the columns [s, N), and each block is reduced along its rows
-    (the partners j > i of its rows) and along its columns (the partners i < j of every later
-    point), keeping a running list of the ``_CANDIDATES`` = 4 largest cosines per point. Those
-    candidates are re-measured with the chordal formula, so that float32 rounding of cosines
-    within ~3e-4 rad of each other cannot pick the wrong neighbour among them. A block of all N
-    rows (the default up to N = 2 048) is searched row by row instead. Above that the default
-    block is :data:`_MIN_NN_BLOCK` = 512 rows on the CPU (measured fastest; at N = 20 000 1.4×
-    faster than a one-sided search in 2^24-entry blocks) and on other devices the larger of
-    that and 2^24 entries (fewer, larger blocks amortise the merges of the candidate lists).
+    **Exact for any configuration**, clusters of near-duplicates included: the nearest
+    neighbour is searched by cosine in row blocks, every pair whose float cosine is within a
+    proven rounding bound of its row's best is kept as a candidate
+    (:func:`dispersion._sweep.cosine_error_bound`: 1.1·(3d + 8)·u, u the unit roundoff of X's
+    dtype), and each candidate's angle is re-measured in float64 as 2·asin(‖x̂_i − x̂_j‖/2) on the
+    rows normalised in float64 — so the angle is that of the input rows' directions, exact to
+    float64 rounding, even for rows whose norms are only within the accepted 1e-3 of 1.
+    ``tests/test_metrics.py`` checks it against brute force on clusters of 2 to 500
+    near-duplicates at 1e-6 rad, in float32 and float64, across block boundaries.
+
+    O(N² d / 2) time (the pairs i < j only) plus two reductions per block; O(N · block_size)
+    memory. ``block_size``: rows per block (rounded to a multiple of 32); default
+    :data:`_MIN_NN_BLOCK` = 512 on the CPU and the larger of that and 2^24/N on other devices.
+    Raises ``ValueError``/``TypeError`` for bad ``X`` (:func:`dispersion._checks.check_points`)
+    or a ``block_size`` that is not a positive int.
     """
     check_points(X, "X")
+    return _nearest(X, block_size)[0].to(X.dtype)
+
+
+def _nearest(X: torch.Tensor, block_size: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(angles float64 (N,), indices (N,)) of the exact nearest neighbours of validated ``X``."""
     n = X.shape[0]
     if block_size is None:
-        if n <= _ONE_BLOCK_MAX_N:
-            block_size = n
-        elif X.device.type == "cpu":
-            block_size = _MIN_NN_BLOCK
-        else:
-            block_size = max(auto_block_size(n), _MIN_NN_BLOCK)
-    k = min(_CANDIDATES, n - 1)
-    if isinstance(block_size, int) and not isinstance(block_size, bool) and block_size >= n:
-        # one block holds every row: the plain row-wise search is cheaper than the symmetric one
-        G = X @ X.T
-        G.fill_diagonal_(-math.inf)
-        arg = G.topk(k, dim=1).indices
-        return _candidate_angles(X, arg).min(dim=1).values
-    best = torch.full((n, k), -math.inf, dtype=X.dtype, device=X.device)
-    arg = torch.zeros((n, k), dtype=torch.long, device=X.device)
-    drop_full = None
-    for s, e in _blocks(n, block_size):
-        b, m = e - s, n - s
-        if drop_full is None:
-            drop_full = torch.ones(b, b, dtype=torch.bool, device=X.device).tril_()
-        G = X[s:e] @ X[s:].T  # rows s..e, columns s..n
-        G[:, :b].masked_fill_(drop_full[:b, :b], -math.inf)  # keep j > i: the true diagonal and below go
-        rv, ri = G.topk(min(k, m), dim=1)  # partners j > i of the rows s..e
-        cv, ci = G.topk(min(k, b), dim=0)  # partners i in [s, e), i < j, of the columns s..n
-        _merge(best, arg, s, e, rv, ri + s)
-        _merge(best, arg, s, n, cv.T, ci.T + s)
-    ang = _candidate_angles(X, arg)  # (n, k)
-    ang.masked_fill_(best == -math.inf, math.inf)  # unfilled candidate slots
-    return ang.min(dim=1).values
-
-
-def _merge(best: torch.Tensor, arg: torch.Tensor, s: int, e: int, v: torch.Tensor, i: torch.Tensor) -> None:
-    """Keep the k largest of best[s:e] and the new candidates v (values) / i (indices)."""
-    k = best.shape[1]
-    allv = torch.cat([best[s:e], v], dim=1)
-    alli = torch.cat([arg[s:e], i], dim=1)
-    top, j = allv.topk(k, dim=1)
-    best[s:e] = top
-    arg[s:e] = alli.gather(1, j)
+        block_size = _MIN_NN_BLOCK if X.device.type == "cpu" else max(auto_block_size(n), _MIN_NN_BLOCK)
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"block_size must be a positive int or None, got {block_size!r}")
+    return nearest_neighbors_exact(X, block_size)
 
 
 @torch.no_grad()
 def min_angle(X: torch.Tensor, block_size: int | None = None) -> torch.Tensor:
-    """The minimum pairwise angle d_min = min_{i≠j} d_S(x_i, x_j), 0-dim tensor, radians."""
+    """The minimum pairwise angle d_min = min_{i≠j} d_S(x_i, x_j), 0-dim tensor, radians.
+
+    Exact as :func:`nearest_neighbor_angles` (whose minimum it is)."""
     return nearest_neighbor_angles(X, block_size).min()
 
 

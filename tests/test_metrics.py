@@ -110,3 +110,90 @@ def test_bad_input():
         metrics.min_angle(simplex(4).half())
     with pytest.raises(ValueError, match="block_size"):
         metrics.min_angle(simplex(4), block_size=0)
+
+
+# --- exactness in the collapse regime (clusters of near-duplicates) ---------------------------
+
+def _brute_nn(X):
+    """Nearest-neighbour angles and indices by brute force: every pair, float64, chordal formula
+    on the rows normalised in float64 (the definition the metrics promise to meet exactly)."""
+    Y = torch.nn.functional.normalize(X.to(torch.float64), dim=1)
+    n = Y.shape[0]
+    ang = torch.empty(n, dtype=torch.float64)
+    arg = torch.empty(n, dtype=torch.long)
+    for s in range(0, n, 256):
+        D = 2 * torch.asin(((Y[s:s + 256, None, :] - Y[None, :, :]).norm(dim=-1) / 2).clamp(max=1))
+        D[torch.arange(D.shape[0]), torch.arange(s, s + D.shape[0])] = math.inf
+        ang[s:s + 256], arg[s:s + 256] = D.min(dim=1)
+    return ang, arg
+
+
+def _with_cluster(n, d, k, radius, seed, dtype=torch.float64):
+    """n uniform points (float64) of which rows 1..k are moved within ``radius`` rad of row 0."""
+    g = torch.Generator().manual_seed(seed)
+    X = torch.nn.functional.normalize(torch.randn(n, d, dtype=torch.float64, generator=g), dim=1)
+    for i in range(1, k + 1):
+        v = torch.randn(d, dtype=torch.float64, generator=g)
+        v = torch.nn.functional.normalize(v - (v @ X[0]) * X[0], dim=0)
+        t = radius * (0.05 + 0.95 * torch.rand((), dtype=torch.float64, generator=g).item())
+        X[i] = math.cos(t) * X[0] + math.sin(t) * v
+    perm = torch.randperm(n, generator=g)  # spread the cluster over the blocks
+    X = X[perm]
+    return torch.nn.functional.normalize(X.to(dtype), dim=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("k", [1, 4, 30, 499])  # clusters of 2, 5, 31 and 500 points
+@pytest.mark.parametrize("block_size", [32, 96, None])
+def test_nearest_neighbour_angles_exact_in_clusters(dtype, k, block_size):
+    X = _with_cluster(1200, 16, k, 1e-6 if dtype == torch.float64 else 1e-4, seed=k, dtype=dtype)
+    ref, _ = _brute_nn(X)
+    got = metrics.nearest_neighbor_angles(X, block_size)
+    assert got.dtype == dtype
+    assert torch.allclose(got.to(torch.float64), ref, rtol=1e-6 if dtype == torch.float32 else 1e-12, atol=0)
+    assert metrics.min_angle(X, block_size).item() == pytest.approx(ref.min().item(), rel=1e-6)
+
+
+def test_min_angle_of_the_collapse_reproduction():
+    # 4 000 points in d = 16 with 31 of them within 1e-4 rad of one, cast to float32: the
+    # search used to keep 4 candidates by float32 cosine and returned up to +29 %.
+    X = _with_cluster(4000, 16, 30, 1e-4, seed=8, dtype=torch.float32)
+    ref, _ = _brute_nn(X)
+    assert metrics.min_angle(X).item() == pytest.approx(ref.min().item(), rel=1e-6)
+    got = metrics.nearest_neighbor_angles(X).to(torch.float64)
+    assert ((got - ref).abs() / ref).max().item() < 1e-6
+
+
+def test_min_angle_of_rows_not_exactly_unit():
+    # float64 rows with norms within the accepted 1e-3 of 1: the angle is that of their directions
+    X = _with_cluster(600, 8, 5, 1e-5, seed=2)
+    scale = 1 + 9e-4 * (2 * torch.rand(600, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64) - 1)
+    ref, _ = _brute_nn(X)
+    got = metrics.nearest_neighbor_angles(X * scale)
+    assert torch.allclose(got, ref, rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_blocked_nearest_neighbours_of_the_losses_are_exact_in_clusters(dtype):
+    from dispersion.regularizers.blocked import nearest_neighbors
+
+    X = _with_cluster(700, 12, 40, 1e-4, seed=5, dtype=dtype)
+    ref_ang, ref_arg = _brute_nn(X)
+    _, arg = nearest_neighbors(X, block_size=64)
+    Y = torch.nn.functional.normalize(X.double(), dim=1)
+    got_ang = 2 * torch.asin(((Y - Y[arg]).norm(dim=1) / 2).clamp(max=1))
+    assert torch.equal(got_ang, ref_ang)  # the same (nearest) partner or one at the same angle
+    assert (arg != torch.arange(700)).all()
+
+
+def test_exact_duplicates_in_different_blocks_give_zero():
+    X = random_sphere(300, 6, seed=4)
+    X[250] = X[3]
+    nn = metrics.nearest_neighbor_angles(X, block_size=32)
+    assert nn[3].item() == 0.0 and nn[250].item() == 0.0
+    assert (nn[[i for i in range(300) if i not in (3, 250)]] > 0).all()
+
+
+def test_all_points_identical_stays_within_memory_and_gives_zero():
+    X = torch.nn.functional.normalize(torch.ones(3000, 8), dim=1)
+    assert metrics.min_angle(X, block_size=256).item() == 0.0

@@ -61,6 +61,7 @@ import math
 
 import torch
 
+from .._sweep import nearest_neighbors_exact, upper_blocks
 from .pairwise import _check_kernel, chordal_from_cosine, cosine_clamp_eps, geodesic_from_cosine
 
 __all__ = [
@@ -263,12 +264,6 @@ def kernel_value_and_slope(
 # ----------------------------------------------------------------------------------------
 
 
-def _upper_blocks(n: int, block: int):
-    """Row blocks [s, e) of an upper-triangular sweep: rows s..e meet columns s..n."""
-    for s in range(0, n, block):
-        yield s, min(n, s + block)
-
-
 def _strict_upper_mask(b: int, device: torch.device) -> torch.Tensor:
     """(b, b) bool, True strictly below-or-on the diagonal (the entries to drop)."""
     return torch.ones(b, b, dtype=torch.bool, device=device).tril_()
@@ -284,7 +279,7 @@ def _energy_and_grad(
     grad = torch.zeros_like(X) if with_grad else None
     drop_full = _strict_upper_mask(min(block, n), X.device)
     scale = 1.0
-    for s0, e0 in _upper_blocks(n, block):
+    for s0, e0 in upper_blocks(n, block):
         b = e0 - s0
         Xi, Xj = X[s0:e0], X[s0:]
         C = Xi @ Xj.T  # (b, n − s0), cosines of rows s0..e0 with columns s0..n
@@ -376,34 +371,20 @@ def _check_shape(X: torch.Tensor) -> None:
 
 @torch.no_grad()
 def nearest_neighbors(X: torch.Tensor, block_size: int | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Largest cosine to another point and its index, for every row: (values (N,), indices (N,)).
+    """Cosine to the nearest other point and its index, for every row: (values (N,), indices (N,)).
 
-    values[i] = max_{j≠i} ⟨x_i, x_j⟩ and indices[i] = the first such j (int64). Only the true
-    diagonal i = j is excluded — duplicate points in different blocks find each other. Visits
-    the pairs i < j only (each block is reduced along its rows and its columns), O(N² d / 2)
-    time, O(N · block_size) memory, no gradient. ``X``: (N ≥ 2, d), any float dtype and device.
+    indices[i] = argmin_{j≠i} ∠(x_i, x_j), the smallest such j on exact ties, found **exactly**
+    by the shared search :func:`dispersion._sweep.nearest_neighbors_exact` (candidates by cosine
+    within a proven rounding bound, re-measured in float64; also in clusters of near-duplicates,
+    where a plain argmax of float cosines can pick a farther point); values[i] = ⟨x_i, x_j⟩ in
+    X's dtype. Only the true diagonal i = j is excluded — duplicate points in different blocks
+    find each other. Visits the pairs i < j only, O(N² d / 2) time, O(N · block_size) memory, no
+    gradient. ``X``: (N ≥ 2, d), float32/float64, any device.
     """
     _check_shape(X)
-    n = X.shape[0]
     block = resolve_block_size(block_size, X, _TEMPS_NEIGHBORS)
-    best = torch.full((n,), -math.inf, dtype=X.dtype, device=X.device)
-    arg = torch.zeros(n, dtype=torch.long, device=X.device)
-    drop_full = _strict_upper_mask(min(block, n), X.device)
-    for s0, e0 in _upper_blocks(n, block):
-        b = e0 - s0
-        C = X[s0:e0] @ X[s0:].T  # (b, n − s0)
-        C[:, :b].masked_fill_(drop_full[:b, :b], -math.inf)
-        rv, ri = C.max(dim=1)  # best j > i for rows s0..e0
-        cv, ci = C.max(dim=0)  # best i < j (i in this block) for columns s0..n
-        # columns first: for a row of this block, partners j < i (same block) come from the
-        # column pass and precede those with j > i from the row pass, as in a dense argmax
-        upd = cv > best[s0:]
-        best[s0:] = torch.where(upd, cv, best[s0:])
-        arg[s0:] = torch.where(upd, ci + s0, arg[s0:])
-        upd = rv > best[s0:e0]
-        best[s0:e0] = torch.where(upd, rv, best[s0:e0])
-        arg[s0:e0] = torch.where(upd, ri + s0, arg[s0:e0])
-    return best, arg
+    _, arg = nearest_neighbors_exact(X, block)
+    return (X * X[arg]).sum(dim=1), arg
 
 
 def _nearest_cosine_blocked(X: torch.Tensor, block_size: int | str | None) -> torch.Tensor:
