@@ -6,6 +6,8 @@ input fails loudly with the argument's name instead of returning a silent NaN.
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 #: Floating dtypes the library computes in. Half precision is rejected: ``arccos`` near ±1 and
@@ -62,19 +64,53 @@ def check_points(
     return X
 
 
+def is_int(value) -> bool:
+    """True for a Python or numpy integer (``np.int64(3)``), False for bools and everything else."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, _np_bool()))
+
+
+def is_real(value) -> bool:
+    """True for a Python or numpy int or float (``np.float32(2.0)``), False for bools and the rest."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, _np_bool()))
+
+
+def _np_bool():
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - numpy is a dependency of torch's tensors we use
+        return bool
+    return np.bool_
+
+
 def check_positive(value: float, name: str) -> float:
-    """Return ``float(value)`` if it is a finite number > 0, else raise ``ValueError``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """Return ``float(value)`` if it is a finite number > 0 (a Python or numpy int or float), else
+    raise ``TypeError`` (not a number) or ``ValueError`` (out of range), naming ``name``."""
+    if not is_real(value):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
     if not (value > 0 and value != float("inf")):
         raise ValueError(f"{name} must be > 0 and finite, got {value}")
-    return float(value)
+    return value
 
 
 def check_positive_int(value: int, name: str) -> int:
-    """Return ``value`` if it is an int >= 1, else raise ``TypeError``/``ValueError``."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """Return ``int(value)`` if it is an int >= 1 (Python or numpy), else raise
+    ``TypeError``/``ValueError`` naming ``name``. Floats are rejected, even integral ones: no
+    silent rounding."""
+    if not is_int(value):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    value = int(value)
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
     return value
+
+
+def check_generator(generator, name: str = "generator") -> torch.Generator | None:
+    """Return ``generator`` if it is ``None`` or a ``torch.Generator``, else raise ``TypeError``
+    (a seed such as ``5`` is not a generator: pass ``torch.Generator().manual_seed(5)``)."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"{name} must be a torch.Generator or None, got {type(generator).__name__}; "
+            f"for a seed use torch.Generator().manual_seed(seed)"
+        )
+    return generator

@@ -58,11 +58,18 @@ here (the modules validate); ``X`` must be (N, d) with N ≥ 2 and unit rows.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
 from .._sweep import nearest_neighbors_exact, upper_blocks
-from .pairwise import _check_kernel, chordal_from_cosine, cosine_clamp_eps, geodesic_from_cosine
+from .pairwise import (
+    _check_kernel,
+    check_representable,
+    chordal_from_cosine,
+    cosine_clamp_eps,
+    geodesic_from_cosine,
+)
 
 __all__ = [
     "CPU_BLOCK_BUDGET_BYTES",
@@ -173,9 +180,9 @@ def resolve_block_size(
     n, d = X.shape
     if block_size is None or block_size == "auto":
         return auto_block_size(n, d, X.dtype, X.device, temporaries=temporaries)
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+    if isinstance(block_size, bool) or not isinstance(block_size, numbers.Integral) or block_size < 1:
         raise ValueError(f"block_size must be a positive int, 'auto' or None, got {block_size!r}")
-    return block_size
+    return int(block_size)
 
 
 # ----------------------------------------------------------------------------------------
@@ -208,8 +215,9 @@ def kernel_value_and_slope(
     """
     kernel, distance, gamma, s = _check_kernel(kernel, distance, gamma, s)
     if kernel == "gaussian" and distance == "chordal":
-        # k = exp(−γ(2 − 2c)) = exp(2γ(c − 1)), no clamp; dk/dc = 2γ k.
-        K = C.sub_(1).mul_(2 * gamma).exp_()
+        # k = exp(−γ(2 − 2c)) = exp(2γ(c − 1)); dk/dc = 2γ k. Cosines above 1 (rounding only)
+        # count as 1, as in kernel_from_cosine, so that a duplicated point cannot overflow to inf.
+        K = C.sub_(1).mul_(2 * gamma).clamp_(max=0).exp_()
         return K, (K if slope else None), 2 * gamma
     eps = cosine_clamp_eps(C.dtype)
     if distance == "chordal":
@@ -347,13 +355,16 @@ def blocked_mhe_energy(
     0-dim tensor of X's dtype and device. ``block_size``: rows per block, ``None``/``"auto"``
     for :func:`auto_block_size`. Once differentiable.
 
-    Raises ``ValueError`` for a bad kernel, distance, γ, s or ``block_size``, and for ``X`` not
-    of shape (N ≥ 2, d).
+    Raises ``ValueError`` for a bad kernel, distance, γ, s or ``block_size``, for ``X`` not
+    of shape (N ≥ 2, d), and when the energy or its gradient is not representable in X's dtype
+    (every pair underflows, or the value or slope overflows:
+    :func:`~dispersion.regularizers.pairwise.check_representable`).
     """
     spec = _check_kernel(kernel, distance, gamma, s)
     _check_shape(X)
     block = resolve_block_size(block_size, X, _TEMPS_ENERGY)
     with_grad = torch.is_grad_enabled() and X.requires_grad
+    check_representable(X, *spec, block=block, with_grad=with_grad)
     return BlockedKernelEnergy.apply(X, *spec, block, with_grad)
 
 
