@@ -12,18 +12,22 @@ import math
 
 import torch
 
-from ._checks import SUPPORTED_DTYPES, check_positive, check_positive_int
+from ._checks import SUPPORTED_DTYPES, check_generator, check_positive, check_positive_int
 
 __all__ = ["uniform", "power_spherical", "great_circles", "known_optimum"]
 
 
-def _check_args(n: int, d: int, dtype: torch.dtype) -> None:
-    check_positive_int(n, "n")
-    check_positive_int(d, "d")
+def _check_args(n: int, d: int, dtype: torch.dtype, generator: torch.Generator | None) -> tuple[int, int]:
+    """Validate the common arguments of the samplers; return ``n`` and ``d`` as Python ints
+    (numpy integers are accepted, floats are not)."""
+    n = check_positive_int(n, "n")
+    d = check_positive_int(d, "d")
     if d < 2:
         raise ValueError(f"d must be >= 2, got {d}")
     if dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    check_generator(generator)
+    return n, d
 
 
 def uniform(
@@ -39,7 +43,7 @@ def uniform(
     Normalised standard Gaussian vectors (Muller 1959), which are exactly uniform by the
     rotation invariance of the isotropic Gaussian.
     """
-    _check_args(n, d, dtype)
+    n, d = _check_args(n, d, dtype, generator)
     device = generator.device if (generator is not None and device is None) else device
     z = torch.randn(n, d, generator=generator, dtype=dtype, device=device)
     return torch.nn.functional.normalize(z, dim=1)
@@ -68,7 +72,7 @@ def power_spherical(
     """
     from power_spherical import PowerSpherical
 
-    _check_args(n, d, dtype)
+    n, d = _check_args(n, d, dtype, generator)
     kappa = check_positive(kappa, "kappa")
     device = torch.device(generator.device if (generator is not None and device is None) else (device or "cpu"))
     if mean_direction is None:
@@ -77,8 +81,11 @@ def power_spherical(
         mu = torch.as_tensor(mean_direction, dtype=dtype, device=device)
         if mu.shape != (d,):
             raise ValueError(f"mean_direction must have shape ({d},), got {tuple(mu.shape)}")
-        if abs(torch.linalg.vector_norm(mu).item() - 1) > 1e-4:
-            raise ValueError("mean_direction must have unit norm")
+        if not torch.isfinite(mu).all():
+            raise ValueError("mean_direction contains NaN or inf")
+        norm = torch.linalg.vector_norm(mu).item()
+        if abs(norm - 1) > 1e-4:
+            raise ValueError(f"mean_direction must have unit norm (within 1e-4), got norm {norm:.6g}")
     seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=device).item())
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
@@ -102,7 +109,7 @@ def great_circles(
     of the QR decomposition of a d×2 standard Gaussian matrix with the signs fixed by
     diag(R) > 0, which makes the 2-frame Haar-distributed (Mezzadri 2007), as in PAPER.md §3.6.
     """
-    _check_args(n, d, dtype)
+    n, d = _check_args(n, d, dtype, generator)
     device = generator.device if (generator is not None and device is None) else device
     g = torch.randn(n, d, 2, generator=generator, dtype=dtype, device=device)
     q, r = torch.linalg.qr(g)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import check_positive_int
+from .._checks import check_generator, check_positive_int
 from ..sphere import uniform
 from .base import Regularizer
 from .pairwise import geodesic_from_cosine
@@ -46,7 +46,7 @@ class Lloyd(Regularizer):
     def __init__(self, n_samples: int = 512, generator: torch.Generator | None = None):
         super().__init__()
         self.n_samples = check_positive_int(n_samples, "n_samples")
-        self.generator = generator
+        self.generator = check_generator(generator)
 
     def energy(self, X: torch.Tensor) -> torch.Tensor:
         U = uniform(self.n_samples, X.shape[1], generator=self.generator, dtype=X.dtype, device=X.device)

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .._checks import check_positive_int
+from .._checks import check_generator, check_positive_int
 from ..sphere import great_circles
 from .base import Regularizer
 
@@ -148,7 +148,7 @@ class Sliced(Regularizer):
         if not isinstance(axis_aligned, bool):
             raise TypeError(f"axis_aligned must be a bool, got {type(axis_aligned).__name__}")
         self.axis_aligned = axis_aligned
-        self.generator = generator
+        self.generator = check_generator(generator)
 
     def _axes(self, d: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         a = torch.randint(0, d, (self.n_slices,), generator=self.generator, device=device)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import check_positive_int
+from .._checks import check_generator, check_positive_int
 from ..sphere import great_circles
 from .base import Regularizer
 
@@ -35,7 +35,7 @@ class SSW(Regularizer):
     def __init__(self, n_projections: int = 50, generator: torch.Generator | None = None):
         super().__init__()
         self.n_projections = check_positive_int(n_projections, "n_projections")
-        self.generator = generator
+        self.generator = check_generator(generator)
 
     def energy(self, X: torch.Tensor) -> torch.Tensor:
         import ot
