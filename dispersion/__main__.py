@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
         mod = importlib.import_module(f"dispersion.experiments.{module}")
         if hasattr(mod, hook):
             getattr(mod, hook)(sub)
+    from .audit import add_audit_command
+
+    add_audit_command(sub)
     return p
 
 

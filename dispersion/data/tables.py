@@ -1,0 +1,253 @@
+"""Read an embedding table from a file: ``.npy``, ``.pt``, ``.safetensors``, ``.csv``/``.tsv``,
+``.parquet`` and the GloVe / word2vec text format.
+
+:func:`load_table` returns an :class:`EmbeddingTable`: the vectors as a NumPy array (N, d), the
+row names when the file has them (GloVe words, a text column), labels when a label column is
+named, and a function naming row i by its place in the file (``file line L``, ``file row i``)
+so that later checks (non-finite values, zero rows) can point at the line to fix. Problems the
+reader itself sees — an unknown suffix, rows of different lengths, unparsable numbers, a file
+with several tensors and no ``key``, integer or complex data — raise ``ValueError``/``TypeError``
+naming the file (and line). Nothing is written.
+
+Formats:
+
+* ``.npy`` — one 2-D array (``numpy.load``, ``allow_pickle=False``).
+* ``.pt`` / ``.pth`` — a tensor, or a dict (e.g. a state dict) of tensors from which ``key``
+  selects one; without ``key`` the dict must hold exactly one 2-D floating tensor
+  (``torch.load(weights_only=True)``: no code is run).
+* ``.safetensors`` — the same choice among its tensors (Hugging Face ``safetensors``).
+* ``.csv`` / ``.tsv`` / ``.parquet`` — one row per vector: the floating-point columns are the
+  coordinates (integer columns are not used: an id or a label); or one column holding a list
+  per row (``vector_column``). ``text_column`` (default: the only text column, if exactly one)
+  names the rows; ``label_column`` gives labels.
+* ``.txt`` / ``.vec`` (GloVe, Pennington et al. 2014; word2vec text, Mikolov et al. 2013) —
+  ``word v1 … vd`` per line, space separated, with an optional ``N d`` header line.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+__all__ = ["EmbeddingTable", "load_table", "read_lines", "FORMATS"]
+
+FORMATS = (".npy", ".pt", ".pth", ".safetensors", ".csv", ".tsv", ".parquet", ".txt", ".vec")
+
+
+@dataclass
+class EmbeddingTable:
+    """A table read by :func:`load_table`.
+
+    ``X`` (N, d) NumPy array as stored (not normalised, not validated beyond its shape);
+    ``names`` N strings or None; ``labels`` N labels or None; ``source`` the path;
+    ``row_label(i)`` names row i by its place in the file; ``format`` the suffix read.
+    """
+
+    X: np.ndarray
+    names: list[str] | None
+    labels: list | None
+    source: str
+    row_label: Callable[[int], str]
+    format: str
+
+
+def read_lines(path: str | os.PathLike, what: str = "file") -> list[str]:
+    """The lines of a UTF-8 text file without their line ends (one text or label per line);
+    a final empty line is dropped. Raises ``FileNotFoundError``/``ValueError`` naming ``what``."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} {p} does not exist")
+    lines = p.read_text(encoding="utf-8").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    lines = [ln.rstrip("\r") for ln in lines]
+    if not lines:
+        raise ValueError(f"{what} {p} is empty")
+    return lines
+
+
+def _choose_tensor(tensors: dict, key: str | None, path: Path):
+    if key is not None:
+        if key not in tensors:
+            raise ValueError(f"{path}: no tensor named {key!r}; it holds {sorted(tensors)[:20]}")
+        return tensors[key]
+    import torch
+
+    two_d = [k for k, v in tensors.items() if isinstance(v, torch.Tensor) and v.dim() == 2 and v.is_floating_point()]
+    if len(two_d) != 1:
+        raise ValueError(
+            f"{path} holds {len(two_d)} 2-D floating-point tensors ({sorted(two_d)[:20]}); name one with key= "
+            f"(--key on the command line)"
+        )
+    return tensors[two_d[0]]
+
+
+def _tensor_to_numpy(t, path: Path) -> np.ndarray:
+    import torch
+
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{path}: expected a tensor, got {type(t).__name__}")
+    if t.dtype == torch.bfloat16 or t.dtype == torch.float16:
+        t = t.float()
+    return t.detach().cpu().numpy()
+
+
+def _frame_table(df, path: Path, *, text_column, label_column, vector_column, line_offset: int, line_word: str):
+    import pandas as pd
+
+    labels = None
+    if label_column is not None:
+        if label_column not in df.columns:
+            raise ValueError(f"{path}: no column {label_column!r}; columns are {list(df.columns)[:20]}")
+        labels = df[label_column].tolist()
+    used = {label_column}
+    if vector_column is not None:
+        if vector_column not in df.columns:
+            raise ValueError(f"{path}: no column {vector_column!r}; columns are {list(df.columns)[:20]}")
+        rows = df[vector_column].tolist()
+        lengths = [len(r) if hasattr(r, "__len__") else -1 for r in rows]
+        for i, m in enumerate(lengths):
+            if m != lengths[0]:
+                raise ValueError(f"{path} {line_word} {i + line_offset}: vector of length {m}, expected {lengths[0]} "
+                                 f"(as in the first row)")
+        X = np.asarray([np.asarray(r) for r in rows])
+        used.add(vector_column)
+    else:
+        floats = [c for c in df.columns if c not in used and pd.api.types.is_float_dtype(df[c])]
+        ints = [c for c in df.columns if c not in used and pd.api.types.is_integer_dtype(df[c])]
+        if not floats:
+            if ints:
+                raise TypeError(f"{path}: the numeric columns {ints[:10]} hold integers, not floating-point "
+                                "coordinates; embeddings must be real vectors")
+            raise ValueError(f"{path}: no floating-point columns to read as vector coordinates "
+                             f"(columns: {list(df.columns)[:20]}); for a column of lists pass vector_column=")
+        X = df[floats].to_numpy()
+        used.update(floats)
+    names = None
+    if text_column is not None:
+        if text_column not in df.columns:
+            raise ValueError(f"{path}: no column {text_column!r}; columns are {list(df.columns)[:20]}")
+        names = df[text_column].astype(str).tolist()
+    else:
+        texts = [c for c in df.columns if c not in used and (pd.api.types.is_object_dtype(df[c])
+                                                             or pd.api.types.is_string_dtype(df[c]))]
+        if len(texts) == 1:
+            names = df[texts[0]].astype(str).tolist()
+    return X, names, labels
+
+
+def load_table(
+    path: str | os.PathLike,
+    *,
+    key: str | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    vector_column: str | None = None,
+) -> EmbeddingTable:
+    """Read the embedding table in ``path`` (format from its suffix; see the module docstring).
+
+    Raises ``FileNotFoundError`` for a missing file, ``ValueError`` for an unknown suffix, rows
+    of inconsistent length, an unparsable number or an ambiguous/missing tensor or column, and
+    ``TypeError`` for integer or complex data — each naming the file and, for text formats, the
+    line.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"embedding table {p} does not exist")
+    suffix = p.suffix.lower()
+    names = labels = None
+    row_label: Callable[[int], str] = lambda i: f"{p} row {i}"  # noqa: E731
+    if suffix == ".npy":
+        try:
+            X = np.load(p, allow_pickle=False)
+        except ValueError as e:
+            raise ValueError(f"{p}: not a plain numeric .npy array ({e})") from None
+    elif suffix in (".pt", ".pth"):
+        import torch
+
+        try:
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - torch raises several types for a bad file
+            raise ValueError(f"{p}: cannot be read by torch.load(weights_only=True): {e}") from None
+        if isinstance(obj, dict):
+            obj = _choose_tensor(obj, key, p)
+        X = _tensor_to_numpy(obj, p)
+    elif suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(p), framework="pt") as f:
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error type
+            raise ValueError(f"{p}: not a readable safetensors file: {e}") from None
+        X = _tensor_to_numpy(_choose_tensor(tensors, key, p), p)
+    elif suffix in (".csv", ".tsv"):
+        import pandas as pd
+
+        try:
+            df = pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",")
+        except pd.errors.ParserError as e:
+            raise ValueError(f"{p}: rows of inconsistent length ({e})") from None
+        except pd.errors.EmptyDataError:
+            raise ValueError(f"{p} is empty") from None
+        # line 1 is the header: data row i is on line i + 2
+        X, names, labels = _frame_table(df, p, text_column=text_column, label_column=label_column,
+                                        vector_column=vector_column, line_offset=2, line_word="line")
+        row_label = lambda i: f"{p} line {i + 2}"  # noqa: E731
+    elif suffix == ".parquet":
+        import pandas as pd
+
+        df = pd.read_parquet(p)
+        X, names, labels = _frame_table(df, p, text_column=text_column, label_column=label_column,
+                                        vector_column=vector_column, line_offset=0, line_word="row")
+    elif suffix in (".txt", ".vec"):
+        X, names, first = _read_word_vectors(p)
+        row_label = lambda i: f"{p} line {i + first}"  # noqa: E731
+    else:
+        raise ValueError(f"{p}: unknown table format {suffix!r}; expected one of {', '.join(FORMATS)}")
+    X = np.asarray(X)
+    if X.dtype.kind == "c":
+        raise TypeError(f"{p}: complex data; embeddings must be real vectors")
+    if X.dtype.kind in "iub":
+        raise TypeError(f"{p}: {X.dtype} data, not floating point; embeddings must be real vectors "
+                        "(convert the file to float if these integers really are coordinates)")
+    if X.dtype.kind != "f":
+        raise TypeError(f"{p}: data of dtype {X.dtype} is not a floating-point table")
+    if X.ndim != 2:
+        raise ValueError(f"{p}: expected a 2-D table (N, d), got shape {X.shape}")
+    return EmbeddingTable(X, names, labels, str(p), row_label, suffix)
+
+
+def _read_word_vectors(p: Path) -> tuple[np.ndarray, list[str], int]:
+    """GloVe / word2vec text: (vectors, words, line number of the first vector)."""
+    words: list[str] = []
+    rows: list[np.ndarray] = []
+    d = None
+    first = 1
+    with open(p, encoding="utf-8") as f:
+        for ln, line in enumerate(f, 1):
+            parts = line.rstrip("\n").rstrip("\r").rstrip(" ").split(" ")
+            if ln == 1 and len(parts) == 2 and all(x.isdigit() for x in parts):
+                first = 2  # word2vec header "N d"
+                continue
+            if parts == [""]:
+                raise ValueError(f"{p} line {ln}: empty line; expected 'word v1 ... vd'")
+            if d is None:
+                d = len(parts) - 1
+                if d < 1:
+                    raise ValueError(f"{p} line {ln}: no numbers after the word {parts[0]!r}")
+            if len(parts) - 1 != d:
+                raise ValueError(f"{p} line {ln}: {len(parts) - 1} values after the word {parts[0]!r}, expected {d} "
+                                 f"(as on line {first}); rows of inconsistent length")
+            try:
+                rows.append(np.array(parts[1:], dtype=np.float32))
+            except ValueError:
+                raise ValueError(f"{p} line {ln}: a value after the word {parts[0]!r} is not a number") from None
+            words.append(parts[0])
+    if not rows:
+        raise ValueError(f"{p} holds no vectors")
+    return np.stack(rows), words, first
