@@ -1,15 +1,22 @@
 """Command line of the workflow: ``python -m dispersion <command> --help``.
 
-Each Snakemake rule is one call of a command here; commands import their heavy modules lazily
-so that ``--help`` is fast.
+Each Snakemake rule is one call of a command here; commands import their heavy modules lazily.
+
+Errors: a wrong input — an option, a spec key, a parameter, a file that is missing, corrupted
+or not writable — is reported in one line naming what was wrong and what was expected, with
+exit status 2 (as argparse does for a bad option); a failure of the machine (a full disk, an
+I/O error) in one line with exit status 1; a partial output is never left behind. No traceback in either case; set the environment
+variable ``DISPERSION_TRACEBACK=1`` to get one. Anything else is a bug and shows its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import importlib.util
 import json
+import os
 import sys
 import warnings
 
@@ -56,15 +63,17 @@ def cmd_tammes_aggregate(args) -> None:
 def cmd_tammes_table(args) -> None:
     from .report import tammes
 
-    tammes.table(args.runs_csv, args.md, args.tex, optimizer=args.optimizer)
+    tammes.table(args.runs_csv, args.md, args.tex, optimizer=args.optimizer)  # .md and .tex: both or neither
     print(f"-> {args.md}, {args.tex}")
 
 
 def cmd_tammes_figures(args) -> None:
     from .report import tammes
+    from .runio import output_set
 
-    paths = tammes.boxplot_figure(args.points_csv, args.runs_csv, args.case, args.boxplot)
-    paths += tammes.optimizer_figure(args.points_csv, args.runs_csv, args.case, args.optimizers)
+    with output_set():  # the four files of the two figures, or none
+        paths = tammes.boxplot_figure(args.points_csv, args.runs_csv, args.case, args.boxplot)
+        paths += tammes.optimizer_figure(args.points_csv, args.runs_csv, args.case, args.optimizers)
     print("-> " + ", ".join(paths))
 
 
@@ -74,8 +83,15 @@ def cmd_paper(args) -> None:
     print(paper.build(args.tex, args.results, args.figures, args.status), end="")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors in one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python -m dispersion",
         description="Dispersion on the hypersphere: experiments, aggregation, tables and figures. "
         "Each Snakemake rule calls one of these commands.",
@@ -138,9 +154,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Exceptions that mean the input is wrong (exit status 2): bad values and types from the
+#: library's checks, and input files that are missing or output paths that cannot be written.
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:  # "cannot write X: No space left on device", no "[Errno 28]"
+        text = e.strerror + (f": {e.filename}" if e.filename else "")
+    else:
+        text = str(e)
+    return " ".join(text.split()) or type(e).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    args.func(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    prog = f"{parser.prog} {args.command}"
+    try:
+        args.func(args)
+    except USER_ERRORS as e:
+        if os.environ.get("DISPERSION_TRACEBACK"):
+            raise
+        parser.exit(2, f"{prog}: error: {_one_line(e)}\n")
+    except OSError as e:  # a read-only output is the input's fault; a full disk or I/O error the machine's
+        if os.environ.get("DISPERSION_TRACEBACK"):
+            raise
+        parser.exit(2 if e.errno == errno.EROFS else 1, f"{prog}: error: {_one_line(e)}\n")
     return 0
 
 

@@ -8,17 +8,24 @@ Every experiment run writes two files into its own directory:
 
 Both are written atomically (a temporary file in the same directory, then :func:`os.replace`),
 so an interrupted run never leaves a half-written result that Snakemake would mistake for a
-finished one. This module imports only the standard library and torch.
+finished one. Files are created with the permissions the process's umask gives (as ``open``
+would), not the owner-only mode of :func:`tempfile.mkstemp`. A command that writes several
+files writes them as a set (:func:`output_set`): all of them or none. A run checks that it can
+write its directory before it computes (:func:`check_writable_dir`). This module imports only
+the standard library and torch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import math
+import numbers
 import os
 import platform
 import random
+import shutil
 import tempfile
 import time
 from importlib import metadata
@@ -28,6 +35,8 @@ from typing import Any, Callable, Iterator
 import torch
 
 __all__ = [
+    "output_set",
+    "check_writable_dir",
     "atomic_write",
     "atomic_write_text",
     "atomic_write_json",
@@ -39,28 +48,151 @@ __all__ = [
 ]
 
 
+#: The output set being collected (see :func:`output_set`): a list of (temporary, final) paths.
+_PENDING: contextvars.ContextVar[list | None] = contextvars.ContextVar("dispersion_output_set", default=None)
+
+
+def _umask_mode() -> int:
+    """0o666 minus the process umask: the mode ``open(path, "w")`` would give a new file."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no /proc (not Linux): read the umask by setting it back at once
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _write_error(e: OSError, path: Path) -> OSError:
+    """The same ``OSError`` type and errno, naming the final ``path`` instead of a temporary."""
+    return type(e)(e.errno, f"cannot write {path}: {e.strerror or e}") if e.errno else e
+
+
+def _finish(tmp: str, path: Path) -> None:
+    """Give ``tmp`` the umask's permissions and move it onto ``path`` — now, or when the
+    enclosing :func:`output_set` commits."""
+    os.chmod(tmp, _umask_mode())
+    pending = _PENDING.get()
+    if pending is None:
+        os.replace(tmp, path)
+    else:
+        pending.append((tmp, path))
+
+
+@contextlib.contextmanager
+def output_set() -> Iterator[None]:
+    """Write several files as one set: all of them, or none.
+
+    Inside ``with output_set():`` the atomic writers of this module (:func:`atomic_write`,
+    :func:`atomic_save`, :func:`atomic_write_text`, :func:`atomic_write_json`) write their
+    temporary files but do not move them into place; on a clean exit every file is moved in
+    (old versions are kept as hard links until all moves succeeded, and restored if one
+    fails); if the block raises, the temporary files are removed and every old file is left
+    untouched. Nested sets join the outermost one. Do not read a file of the set back inside
+    the block: it is not in place yet.
+    """
+    if _PENDING.get() is not None:
+        yield
+        return
+    pending: list[tuple[str, Path]] = []
+    token = _PENDING.set(pending)
+    try:
+        yield
+    except BaseException:
+        for tmp, _ in pending:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise
+    finally:
+        _PENDING.reset(token)
+    _commit(pending)
+
+
+def _commit(pending: list[tuple[str, Path]]) -> None:
+    """Move every (temporary, final) pair into place, all or none."""
+    backups: dict[Path, str] = {}
+    done: list[Path] = []
+    try:
+        for _, path in pending:  # keep the old versions until every new one is in place
+            if path.exists() and path not in backups:
+                fd, bak = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent)
+                os.close(fd)
+                os.unlink(bak)
+                try:
+                    os.link(path, bak)
+                except OSError:  # no hard links here: a copy does the same job
+                    shutil.copy2(path, bak)
+                backups[path] = bak
+        for tmp, path in pending:
+            os.replace(tmp, path)
+            done.append(path)
+    except BaseException:
+        for path in done:
+            with contextlib.suppress(OSError):
+                if path in backups:
+                    os.replace(backups.pop(path), path)
+                else:
+                    os.unlink(path)
+        for tmp, _ in pending:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise
+    finally:
+        for bak in backups.values():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(bak)
+
+
+def check_writable_dir(path: str | os.PathLike, name: str = "output directory") -> Path:
+    """Create the directory ``path`` (and its parents) and check that a file can be created in
+    it, so that a run fails before it computes rather than after. Returns the path.
+
+    Raises ``PermissionError``/``NotADirectoryError``/``OSError`` with a message naming the
+    directory (e.g. a read-only file system, a parent that is a regular file).
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise type(e)(e.errno, f"cannot write the {name} {path}: {e.strerror or e}") from None
+    return path
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
     """Open a temporary file next to ``path`` and move it onto ``path`` only on success.
 
     Use as ``with atomic_write(p) as f: f.write(...)``. If the block raises, the temporary
-    file is removed and ``path`` is left untouched. Parent directories are created.
-    ``mode`` is ``"w"`` (text) or ``"wb"`` (binary).
+    file is removed and ``path`` is left untouched. Parent directories are created. The file
+    gets the umask's permissions. Inside :func:`output_set` the move waits for the set.
+    ``mode`` is ``"w"`` (text) or ``"wb"`` (binary). An ``OSError`` (e.g. a full disk) names
+    ``path``.
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _write_error(e, path) from None
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        _finish(tmp, path)
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno is not None and str(path) not in str(e):
+            raise _write_error(e, path) from None
         raise
 
 
@@ -68,18 +200,24 @@ def atomic_save(path: str | os.PathLike, save: Callable[[str], None]) -> None:
     """Call ``save(tmp_path)`` (e.g. ``fig.savefig``, ``torch.save``) and rename onto ``path``.
 
     The temporary name keeps the suffix of ``path`` so that writers that infer the format
-    from the suffix (matplotlib) still work.
+    from the suffix (matplotlib) still work. The file gets the umask's permissions; inside
+    :func:`output_set` the rename waits for the set. An ``OSError`` names ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    except OSError as e:
+        raise _write_error(e, path) from None
     os.close(fd)
     try:
         save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
+        _finish(tmp, path)
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno is not None and str(path) not in str(e):
+            raise _write_error(e, path) from None
         raise
 
 
@@ -121,8 +259,9 @@ def seed_everything(seed: int, device: torch.device | str = "cpu") -> torch.Gene
     The one seeding helper of the project: experiments call it once with the ``seed``
     wildcard and pass the returned generator to every random draw they make.
     """
-    if not isinstance(seed, int) or isinstance(seed, bool):
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    seed = int(seed)
     random.seed(seed)
     torch.manual_seed(seed)
     with contextlib.suppress(ImportError):
@@ -137,13 +276,25 @@ def seed_everything(seed: int, device: torch.device | str = "cpu") -> torch.Gene
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """Map ``"auto"``/``None`` to CUDA when available (else CPU); validate anything else.
 
-    Raises ``ValueError`` if ``"cuda"`` is requested and no CUDA device is visible.
+    Raises ``ValueError`` naming ``device`` for a string torch does not know (``"gpu"``), for
+    ``"cuda"`` when no CUDA device is visible, and for ``"cuda:N"`` beyond the visible devices;
+    ``TypeError`` for anything but a string, a ``torch.device`` or None.
     """
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={str(device)!r} requested but no CUDA device is available")
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device must be a str or torch.device, got {type(device).__name__}")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={str(device)!r} requested but no CUDA device is available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device={str(device)!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    elif dev.type != "cpu":
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
     return dev
 
 
@@ -169,8 +320,10 @@ def device_description(device: torch.device) -> str:
 class RunRecorder:
     """Collect per-step metrics of one run and write ``metrics.jsonl`` + ``summary.json``.
 
-    Nothing is written until :meth:`finish`, which writes both files atomically (metrics
-    first, summary last, so the presence of ``summary.json`` marks a complete run).
+    The constructor creates ``out_dir`` and checks that it is writable (so that a run fails
+    before it computes); nothing is written until :meth:`finish`, which writes both files as
+    one :func:`output_set` — both or neither, so the presence of ``summary.json`` marks a
+    complete run.
 
     Parameters
     ----------
@@ -183,7 +336,7 @@ class RunRecorder:
     """
 
     def __init__(self, out_dir: str | os.PathLike, config: dict, seed: int, device: torch.device):
-        self.out_dir = Path(out_dir)
+        self.out_dir = check_writable_dir(out_dir, "run directory")
         self.config = config
         self.seed = seed
         self.device = torch.device(device)
@@ -198,7 +351,6 @@ class RunRecorder:
         """Write both files; ``summary`` holds the final metrics. Returns the summary dict."""
         wall = time.perf_counter() - self._t0
         text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in self.rows)
-        atomic_write_text(self.out_dir / "metrics.jsonl", text)
         record = {
             "config": self.config,
             "seed": self.seed,
@@ -208,5 +360,7 @@ class RunRecorder:
             "wall_time_s": wall,
             **summary,
         }
-        atomic_write_json(self.out_dir / "summary.json", record)
+        with output_set():  # both files or neither
+            atomic_write_text(self.out_dir / "metrics.jsonl", text)
+            atomic_write_json(self.out_dir / "summary.json", record)
         return to_jsonable(record)

@@ -405,7 +405,11 @@ def _cmd_image_run(args) -> None:
 def _cmd_image_report(args) -> None:
     from ..report import image as report
 
-    paths = report.report(args.summaries, args.runs_csv, args.table_prefix, args.figure_prefix, dataset=args.dataset)
+    from ..runio import output_set
+
+    with output_set():  # the CSV, every table and figure, or none
+        paths = report.report(args.summaries, args.runs_csv, args.table_prefix, args.figure_prefix,
+                              dataset=args.dataset)
     print("-> " + ", ".join(paths))
 
 

@@ -846,7 +846,10 @@ def check_text_config(config: dict) -> None:
 
 
 def _json(text: str) -> dict:
-    value = json.loads(text)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--spec is not valid JSON ({e}): {text[:80]!r}") from None
     if not isinstance(value, dict):
         raise ValueError("--spec must be a JSON object")
     return value
@@ -880,8 +883,11 @@ def _cmd_lm(args) -> None:
 def _cmd_report(args) -> None:
     from ..report import text as report
 
-    paths = report.report(args.classify or [], args.lm or [], results_dir=args.results_dir,
-                          tables_dir=args.tables_dir, figures_dir=args.figures_dir)
+    from ..runio import output_set
+
+    with output_set():  # the CSVs, every table and figure, or none
+        paths = report.report(args.classify or [], args.lm or [], results_dir=args.results_dir,
+                              tables_dir=args.tables_dir, figures_dir=args.figures_dir)
     print("-> " + ", ".join(paths))
 
 

@@ -13,8 +13,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..runio import atomic_save
-from .common import figure_style, load_summaries, mean_std, save_figure, tidy_runs, write_table
+from ..runio import atomic_save, output_set
+from .common import figure_style, load_metrics, load_summaries, mean_std, save_figure, tidy_runs, write_table
 
 __all__ = ["aggregate", "REPORTS"]
 
@@ -25,13 +25,14 @@ def aggregate(summary_paths: Sequence[str | Path], runs_csv: str | Path, curves_
     runs = tidy_runs(summaries)
     curves = []
     for s, (_, row) in zip(summaries, runs.iterrows()):
-        m = pd.read_json(Path(s["run_dir"]) / "metrics.jsonl", lines=True)
+        m = load_metrics(s["run_dir"])
         for col in ("study", "cell", "variant", "label", "init", "n", "d", "optimizer", "seed"):
             m[col] = row.get(col)
         curves.append(m)
     curves_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
-    atomic_save(runs_csv, lambda tmp: runs.to_csv(tmp, index=False))
-    atomic_save(curves_csv, lambda tmp: curves_df.to_csv(tmp, index=False))
+    with output_set():  # both CSVs or neither
+        atomic_save(runs_csv, lambda tmp: runs.to_csv(tmp, index=False))
+        atomic_save(curves_csv, lambda tmp: curves_df.to_csv(tmp, index=False))
     return runs
 
 

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from ..runio import atomic_save
+from ..runio import atomic_save, output_set
 from .common import figure_style, load_summaries, mean_std, save_figure, tidy_runs, write_table
 
 __all__ = ["aggregate", "table", "boxplot_figure", "optimizer_figure"]
@@ -22,7 +22,8 @@ OPTIMIZER_LABELS = {
 
 def aggregate(summary_paths: Sequence[str | Path], runs_csv: str | Path, points_csv: str | Path) -> pd.DataFrame:
     """Merge Tammes ``summary.json`` files into ``runs_csv`` (one row per run) and
-    ``points_csv`` (one row per point: its nearest-neighbour angle in degrees)."""
+    ``points_csv`` (one row per point: its nearest-neighbour angle in degrees), written as one
+    set (both or neither). A corrupted summary raises ``ValueError`` naming the file."""
     summaries = load_summaries(summary_paths)
     runs = tidy_runs(summaries)
     points = []
@@ -31,8 +32,9 @@ def aggregate(summary_paths: Sequence[str | Path], runs_csv: str | Path, points_
         for i, a in enumerate(s["final"]["nn_angles_deg"]):
             points.append({"case": c.get("case"), "variant": c.get("variant"), "label": c.get("label"),
                            "optimizer": c["optimizer"], "seed": s["seed"], "point": i, "nn_angle_deg": a})
-    atomic_save(runs_csv, lambda tmp: runs.to_csv(tmp, index=False))
-    atomic_save(points_csv, lambda tmp: pd.DataFrame(points).to_csv(tmp, index=False))
+    with output_set():  # both CSVs or neither
+        atomic_save(runs_csv, lambda tmp: runs.to_csv(tmp, index=False))
+        atomic_save(points_csv, lambda tmp: pd.DataFrame(points).to_csv(tmp, index=False))
     return runs
 
 
