@@ -11,28 +11,61 @@ metrics, sampling and optimisation on the sphere.
 
 The math (``regularizers``, ``metrics``, ``sphere``, ``optim``) imports only torch, geoopt and
 POT; data, models, experiments and reports live in their own subpackages.
+
+The names below are loaded on first use (PEP 562), so that ``python -m dispersion --help``
+starts without importing torch.
 """
 
-from . import metrics, sphere
-from .regularizers import (
-    METHODS,
-    MHE,
-    MMA,
-    MMCS,
-    SSW,
-    KoLeo,
-    Lloyd,
-    Regularizer,
-    Sliced,
-    Uniformity,
-    build,
-    method_parameters,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+#: Public names and the module that defines each (imported on first access).
+_LAZY = {
+    "metrics": None, "sphere": None,
+    **{name: "regularizers" for name in (
+        "METHODS", "MHE", "MMA", "MMCS", "SSW", "KoLeo", "Lloyd", "Regularizer", "Sliced", "Uniformity",
+        "build", "method_parameters",
+    )},
+}
 
 __all__ = [
     "METHODS", "build", "method_parameters", "Regularizer",
     "MHE", "MMA", "KoLeo", "MMCS", "Lloyd", "Sliced", "SSW", "Uniformity",
     "metrics", "sphere", "__version__",
 ]
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports on demand
+    from . import metrics, sphere
+    from .regularizers import (
+        METHODS,
+        MHE,
+        MMA,
+        MMCS,
+        SSW,
+        KoLeo,
+        Lloyd,
+        Regularizer,
+        Sliced,
+        Uniformity,
+        build,
+        method_parameters,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    home = _LAZY[name]
+    value = importlib.import_module(f".{name}" if home is None else f".{home}", __name__)
+    if home is not None:
+        value = getattr(value, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(__all__) | {n for n in globals() if n.startswith("__")})

@@ -17,24 +17,31 @@ line of the figures.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from .._config import Bool, Choice, Dict, Int, Number, Str, check_spec
 
-from .. import metrics
-from ..optim import optimize
-from ..regularizers import REGISTRY, build
-from .._config import require_keys
-from ..runio import RunRecorder, resolve_device, seed_everything
-from ..sphere import power_spherical, uniform
+if TYPE_CHECKING:
+    import torch
+
+# torch and the math modules are imported inside the functions, so that registering the
+# command line (``python -m dispersion --help``) does not import torch.
 
 __all__ = ["run", "resolve_params", "uses_minibatch", "initial_points", "add_synthetic_commands"]
 
-REQUIRED = ("n", "d", "init", "method", "params", "steps", "lr", "optimizer", "seed")
+#: The keys of a run spec and what each must be (``dispersion._config.check_spec``).
+REQUIRED = {"n": Int(2), "d": Int(2), "init": Choice("uniform", "clumped"), "method": Str, "params": Dict,
+            "steps": Int(1), "lr": Number(positive=True), "optimizer": Str, "seed": Int(0)}
+OPTIONAL = {"kappa": Number(positive=True), "batch_size": Int(2), "max_time_s": Number(positive=True),
+            "log_every": Int(1), "device": Str, "full_batch": Bool, "n_slices": Int(1),
+            "study": Str, "cell": Str, "variant": Str, "label": Str}
 SLICE_PARAMS = {"sliced": "n_slices", "ssw": "n_projections"}
 
 
 def uses_minibatch(method: str) -> bool:
     """True for the methods fed a random row minibatch at scale: the pairwise ones and Lloyd."""
+    from ..regularizers import REGISTRY
+
     return method == "lloyd" or (method in REGISTRY and REGISTRY[method].pairwise)
 
 
@@ -54,11 +61,13 @@ def resolve_params(method: str, params: dict, n: int, batch_size: int) -> dict:
 
 def initial_points(spec: dict, generator: torch.Generator, device: torch.device) -> torch.Tensor:
     """The (N, d) starting points of ``spec``: ``init`` = ``uniform`` or ``clumped`` (κ = ``kappa``)."""
+    from ..sphere import power_spherical, uniform
+
     n, d = int(spec["n"]), int(spec["d"])
     if spec["init"] == "uniform":
         return uniform(n, d, generator=generator, device=device)
     if spec["init"] == "clumped":
-        return power_spherical(n, d, float(spec.get("kappa", 100.0)), generator=generator, device=device)
+        return power_spherical(n, d, float(spec.get("kappa") or 100.0), generator=generator, device=device)
     raise ValueError(f"spec['init'] must be 'uniform' or 'clumped', got {spec['init']!r}")
 
 
@@ -72,15 +81,27 @@ def run(spec: dict, out_dir: str | Path, progress: bool = True) -> dict:
     ``device``, and labels (``study``, ``cell``, ``variant``, ``label``) copied to the summary.
     The summary's ``final`` holds ``min_angle`` (radians), ``circular_variance``,
     ``update_time_s`` (update steps alone), ``steps_done`` and ``it_per_s``.
+
+    Everything is checked before any work: the spec's keys and types (``ValueError`` naming
+    the key: an unknown key, ``n: 2.9`` or ``batch_size: 0`` is an error, not ignored, rounded
+    or replaced by the default), the device, the method and its parameters, and that
+    ``out_dir`` is writable.
     """
-    require_keys(spec, REQUIRED)
-    device = resolve_device(spec.get("device", "auto"))
-    seed = int(spec["seed"])
-    gen = seed_everything(seed, device)
-    n = int(spec["n"])
-    batch_size = int(spec.get("batch_size") or 512)
-    X0 = initial_points(spec if spec["method"] != "reference" else {**spec, "init": "uniform"}, gen, device)
+    from .. import metrics
+    from ..optim import optimize
+    from ..regularizers import build
+    from ..runio import RunRecorder, resolve_device, seed_everything
+
+    spec = check_spec(spec, REQUIRED, OPTIONAL)
+    device = resolve_device(spec.get("device") or "auto")
+    seed = spec["seed"]
+    n = spec["n"]
+    batch_size = spec.get("batch_size") or 512
+    if spec["method"] != "reference":  # a bad method or parameter fails here, before any work
+        build(spec["method"], **resolve_params(spec["method"], spec["params"], n, batch_size))
     rec = RunRecorder(out_dir, spec, seed, device)
+    gen = seed_everything(seed, device)
+    X0 = initial_points(spec if spec["method"] != "reference" else {**spec, "init": "uniform"}, gen, device)
 
     def callback(step: int, X: torch.Tensor) -> dict:
         return {"min_angle": metrics.min_angle(X).item(), "circular_variance": metrics.circular_variance(X).item()}
@@ -166,5 +187,8 @@ def _cmd_aggregate(args) -> None:
 def _cmd_report(args) -> None:
     from ..report import synthetic
 
-    paths = synthetic.REPORTS[args.study](args.runs_csv, args.curves_csv, args.tables, args.figures)
+    from ..runio import output_set
+
+    with output_set():  # every table and figure of the study, or none
+        paths = synthetic.REPORTS[args.study](args.runs_csv, args.curves_csv, args.tables, args.figures)
     print("-> " + ", ".join(paths))

@@ -16,13 +16,16 @@ import torch
 from .. import metrics
 from ..optim import optimize
 from ..regularizers import build
-from .._config import require_keys
+from .._config import Dict, Int, Number, Str, check_spec
 from ..runio import RunRecorder, resolve_device, seed_everything
 from ..sphere import known_optimum, uniform
 
 __all__ = ["run"]
 
-REQUIRED = ("n", "d", "method", "params", "optimizer", "steps", "lr", "seed")
+#: The keys of a run spec and what each must be (``dispersion._config.check_spec``).
+REQUIRED = {"n": Int(2), "d": Int(2), "method": Str, "params": Dict, "optimizer": Str, "steps": Int(1),
+            "lr": Number(positive=True), "seed": Int(0)}
+OPTIONAL = {"device": Str, "log_every": Int(1), "case": Str, "variant": Str, "label": Str}
 
 
 def run(spec: dict, out_dir: str | Path, progress: bool = True) -> dict:
@@ -35,13 +38,19 @@ def run(spec: dict, out_dir: str | Path, progress: bool = True) -> dict:
     summary. Writes ``metrics.jsonl`` (loss, min angle, circular variance over the steps) and
     ``summary.json`` (final metrics, per-point nearest-neighbour angles in degrees, the best known
     angle and the gap, radians and degrees) into ``out_dir``. Returns the summary.
+
+    Everything is checked before any work: the spec's keys and types (``ValueError`` naming
+    the key: an unknown key, ``steps: 2.7`` or ``log_every: 0`` is an error, not ignored or
+    rounded), the device, the method and its parameters, and that ``out_dir`` is writable.
     """
-    require_keys(spec, REQUIRED)
-    device = resolve_device(spec.get("device", "auto"))
-    seed = int(spec["seed"])
+    spec = check_spec(spec, REQUIRED, OPTIONAL)
+    device = resolve_device(spec.get("device") or "auto")
+    if spec["method"] != "uniform":
+        build(spec["method"], **spec["params"])  # a bad method or parameter fails here, before any work
+    rec = RunRecorder(out_dir, spec, spec["seed"], device)
+    seed = spec["seed"]
     gen = seed_everything(seed, device)
-    X0 = uniform(int(spec["n"]), int(spec["d"]), generator=gen, device=device)
-    rec = RunRecorder(out_dir, spec, seed, device)
+    X0 = uniform(spec["n"], spec["d"], generator=gen, device=device)
 
     def callback(step: int, X: torch.Tensor) -> dict:
         return {
