@@ -13,7 +13,7 @@ import os
 
 from .regularizers import build
 
-__all__ = ["check_config", "method_spec", "tammes_spec", "tammes_runs", "spec_json", "Paths"]
+__all__ = ["base_config", "check_config", "used_variants", "method_spec", "tammes_spec", "tammes_runs", "spec_json", "Paths"]
 
 #: Pseudo-variants that are not regularizers (the unoptimised initialisation).
 BASELINES = {"uniform": {"method": "uniform", "label": "Uniform init", "params": {}}}
@@ -39,29 +39,58 @@ def _no_auto(params: dict) -> dict:
     return {k: (1 if v == "auto" and k in ("n_slices", "n_projections") else v) for k, v in params.items()}
 
 
-def check_config(config: dict) -> None:
-    """Raise ``ValueError`` naming the key for what the schema cannot check."""
+def base_config(basedir: str) -> dict:
+    """The paper-scale ``config/config.yaml`` under the workflow's ``basedir``: the config that
+    ``--configfile`` layers (quick, test) are merged over, whose overrides they inherit."""
+    import yaml
+
+    with open(os.path.join(basedir, "config", "config.yaml"), encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def used_variants(config: dict, experiment: str) -> list[str]:
+    """The method variants (names under ``methods:``) that ``experiment`` runs, in config order:
+    its ``methods`` and, for ``synthetic``, those of the sub-studies present in the config
+    (``regimes.methods``, ``slices.variant``, ``fullbatch.*_variant``, ``optimizers.methods``).
+    Baselines (``uniform``, ``softmax``, …) are left out."""
+    if experiment.startswith("text"):  # "text" (both tasks), "text.classify" or "text.lm"
+        t = config.get("text") or {}
+        tasks = ("classify", "lm") if experiment == "text" else (experiment.split(".", 1)[1],)
+        used = [m for task in tasks for m in (t.get(task) or {}).get("methods", [])]
+        return [v for v in dict.fromkeys(used) if v in config.get("methods", {})]
+    e = config.get(experiment) or {}
+    used = list(e.get("methods", []))
+    if experiment == "synthetic":
+        used += e.get("regimes", {}).get("methods", [])
+        used += [e[k][v] for k, v in (("slices", "variant"), ("fullbatch", "minibatch_variant"),
+                                      ("fullbatch", "fullbatch_variant")) if k in e and v in e[k]]
+        used += e.get("optimizers", {}).get("methods", [])
+    return [v for v in dict.fromkeys(used) if v in config.get("methods", {})]
+
+
+def _build(method: str, params: dict, where: str) -> None:
+    try:
+        build(method, **_no_auto(params))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"config key {where}: {e}") from None
+
+
+def check_config(config: dict, base: dict | None = None) -> None:
+    """Raise ``ValueError`` naming the key for what the schema cannot check, before any job.
+
+    * every variant under ``methods:`` builds its regularizer;
+    * every variant an experiment names exists, and builds with that experiment's
+      ``overrides`` — sub-studies included (the slice counts of ``synthetic.slices`` too);
+    * an override names a variant that its experiment runs (an override of a variant the
+      experiment does not run would be silently ignored) — except an override inherited
+      unchanged from ``base``, the config the others are layered over (``config/config.yaml``:
+      a smaller config such as ``--configfile config/quick.yaml`` cannot delete the overrides it
+      inherits for variants it does not run);
+    * the spec of every Tammes and synthetic job passes the checks of its ``run`` (keys, types
+      and ranges), so a job cannot fail on its spec after others have run.
+    """
     for name, v in config["methods"].items():
-        try:
-            build(v["method"], **_no_auto(v.get("params", {})))
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"config key methods.{name}: {e}") from None
-    for exp in ("tammes", "synthetic", "image", "text"):
-        if exp not in config or "methods" not in config[exp]:
-            continue
-        for variant in config[exp]["methods"]:
-            try:
-                spec = method_spec(config, exp, variant)
-            except KeyError as e:
-                raise ValueError(e.args[0]) from None
-            if spec["method"] != "uniform":
-                try:
-                    build(spec["method"], **_no_auto(spec["params"]))
-                except (TypeError, ValueError) as e:
-                    raise ValueError(f"config key {exp}.overrides.{variant}: {e}") from None
-        for key in config[exp].get("overrides", {}):
-            if key not in config["methods"]:
-                raise ValueError(f"config key {exp}.overrides.{key}: {key!r} is not a variant defined under methods:")
+        _build(v["method"], v.get("params", {}), f"methods.{name}")
     syn = config.get("synthetic", {})
     for path, variant in (("slices.variant", syn.get("slices", {}).get("variant")),
                           ("fullbatch.minibatch_variant", syn.get("fullbatch", {}).get("minibatch_variant")),
@@ -72,6 +101,34 @@ def check_config(config: dict) -> None:
             raise ValueError(f"config key synthetic.{path}: {variant!r} is not a variant defined under methods:")
     if "slices" in syn and config["methods"][syn["slices"]["variant"]]["method"] not in ("sliced", "ssw"):
         raise ValueError("config key synthetic.slices.variant: must be a sliced or ssw variant")
+    for exp in ("tammes", "synthetic", "image"):
+        if exp not in config or "methods" not in config[exp]:
+            continue
+        for variant in config[exp]["methods"]:
+            try:
+                method_spec(config, exp, variant)
+            except KeyError as e:
+                raise ValueError(e.args[0]) from None
+        used = used_variants(config, exp)
+        overrides = config[exp].get("overrides", {})
+        for key in overrides:
+            if key not in config["methods"]:
+                raise ValueError(f"config key {exp}.overrides.{key}: {key!r} is not a variant defined under methods:")
+        for variant in used:
+            spec = method_spec(config, exp, variant)
+            where = f"{exp}.overrides.{variant}" if variant in overrides else f"methods.{variant} (in {exp})"
+            _build(spec["method"], spec["params"], where)
+    for where in ("tammes", "synthetic", "image", "text.classify", "text.lm"):
+        overrides = _section(config, where).get("overrides") or {}
+        used = used_variants(config, where)
+        for key, value in overrides.items():
+            if key not in config["methods"] or key in used:
+                continue
+            inherited = base is not None and (_section(base, where).get("overrides") or {}).get(key) == value \
+                and key in used_variants(base, where)
+            if not inherited:
+                raise ValueError(f"config key {where}.overrides.{key}: {where} does not run variant {key!r} "
+                                 f"(it runs {used}), so the override would be ignored; remove it")
     t = config.get("tammes")
     if t:
         names = [c["name"] for c in t["cases"]]
@@ -84,6 +141,42 @@ def check_config(config: dict) -> None:
         if t.get("figure_case") and t["figure_case"] not in t.get("euclidean_cases", []):
             raise ValueError("config key tammes.figure_case: must also be listed in tammes.euclidean_cases "
                              "(the Riemannian-vs-Euclidean figure shows it)")
+    _check_job_specs(config)
+
+
+def _section(config: dict, where: str) -> dict:
+    """The config section at a dotted path (``"text.lm"``), or {}."""
+    out = config
+    for part in where.split("."):
+        out = (out or {}).get(part) if isinstance(out, dict) else None
+    return out if isinstance(out, dict) else {}
+
+
+def _check_job_specs(config: dict) -> None:
+    """Every Tammes and synthetic job's spec through its run's own checks (no computation)."""
+    from ._config import check_spec
+    from .experiments import synthetic, tammes
+
+    seen = set()
+    if config.get("tammes"):
+        for r in tammes_runs(config):
+            spec = tammes_spec(config, r["case"], r["method"], r["optimizer"], r["seed"])
+            try:
+                check_spec(spec, tammes.REQUIRED, tammes.OPTIONAL)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"config key tammes (case {r['case']}, {r['method']}): {e}") from None
+    for (study, cell, variant, _), spec in synthetic_specs(config).items():
+        where = f"synthetic.{study} (cell {cell}, {variant})"
+        try:
+            check_spec(spec, synthetic.REQUIRED, synthetic.OPTIONAL)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"config key {where}: {e}") from None
+        if spec["method"] == "reference":
+            continue
+        key = (spec["method"], spec_json(spec["params"]))
+        if key not in seen:  # the slice counts of the slices study, with the overrides applied
+            seen.add(key)
+            _build(spec["method"], spec["params"], where)
 
 
 def tammes_runs(config: dict) -> list[dict]:

@@ -124,6 +124,8 @@ def test_slurm_profile_dry_run():
     ("methods={'bad': {'method': 'mhe', 'label': 'x', 'params': {'gama': 1}}}", "gama"),
     ("tammes={'methods': ['nonexistent']}", "nonexistent"),
     ("device=gpu0", "device"),
+    # a variant that only a sub-study runs (issue 12): its override is built at config-check time
+    ("synthetic={'overrides': {'mhe_rbf_fullbatch': {'gamma': -1.0}}}", "synthetic.overrides.mhe_rbf_fullbatch"),
 ])
 def test_bad_config_fails_before_any_job_naming_the_key(override, message):
     proc = snakemake("-n", "--cores", "1", "--config", override, check=False)

@@ -4,13 +4,14 @@ import sys
 
 from dispersion.workflow_helpers import (
     Paths,
+    base_config,
     check_config,
     spec_json,
     synthetic_specs,
     tammes_spec,
 )
 
-check_config(config)
+check_config(config, base=base_config(workflow.basedir))
 
 paths = Paths(config)
 SYNTHETIC_SPECS = synthetic_specs(config)
