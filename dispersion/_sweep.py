@@ -34,8 +34,11 @@ import torch
 
 __all__ = ["cosine_error_bound", "upper_blocks", "nearest_neighbors_exact"]
 
-#: Entries per tile of the candidate scan (rows and the leading dimension are padded to it).
-_TILE = 32
+#: Entries per tile of the candidate scan: along a row (contiguous; 64 measured cheaper than 32
+#: to reduce) and along a column; N is padded to a multiple of the row tile, blocks are multiples
+#: of it.
+_ROW_TILE = 64
+_COL_TILE = 32
 #: Pairs re-measured at once (bounds the float64 gather of candidate rows in degenerate sets).
 _MEASURE_CHUNK_ENTRIES = 2**22
 
@@ -101,7 +104,7 @@ def nearest_neighbors_exact(X: torch.Tensor, block: int) -> tuple[torch.Tensor, 
     it. Exact in the sense of the module docstring; O(N · block) memory.
     """
     n, d = X.shape
-    T = _TILE
+    T, Tc = _ROW_TILE, _COL_TILE
     n_pad = -(-n // T) * T
     block = max(T, (int(block) // T) * T)
     Xn = X.new_zeros(n_pad, d)  # normalised rows, zero rows as padding to a multiple of T
@@ -122,7 +125,7 @@ def nearest_neighbors_exact(X: torch.Tensor, block: int) -> tuple[torch.Tensor, 
         # maxima over tiles of T entries along the rows (RT) and along the columns (CT): one
         # pass over G each; their maxima are the block's row and column maxima
         RT = G.view(b, m // T, T).amax(dim=2)  # (b, m/T)
-        CT = G.view(b // T, T, m).amax(dim=1)  # (b/T, m)
+        CT = G.view(b // Tc, Tc, m).amax(dim=1)  # (b/Tc, m)
         torch.maximum(best[s:], CT.amax(dim=0), out=best[s:])  # best partner i < j, columns j >= s
         torch.maximum(best[s:e], RT.amax(dim=1), out=best[s:e])  # best partner j > i, rows of the block
         # (real cosines are >= -1 - ε: the floor keeps the masked -inf entries out of every scan)
@@ -131,8 +134,8 @@ def nearest_neighbors_exact(X: torch.Tensor, block: int) -> tuple[torch.Tensor, 
         r, t = (RT >= thr[:b, None]).nonzero(as_tuple=True)
         k, off = (G.view(b, m // T, T)[r, t] >= thr[r, None]).nonzero(as_tuple=True)
         q, c = (CT >= thr[None, :]).nonzero(as_tuple=True)
-        k2, off2 = (G.view(b // T, T, m)[q, :, c] >= thr[c, None]).nonzero(as_tuple=True)
-        I = torch.cat([r[k], q[k2] * T + off2]) + s
+        k2, off2 = (G.view(b // Tc, Tc, m)[q, :, c] >= thr[c, None]).nonzero(as_tuple=True)
+        I = torch.cat([r[k], q[k2] * Tc + off2]) + s
         J = torch.cat([t[k] * T + off, c[k2]]) + s
         if I.numel() == 0:
             continue

@@ -38,9 +38,9 @@ __all__ = [
 
 _BLOCK_ENTRIES = 2**24
 #: Rows per block of the nearest-neighbour search on the CPU, and the least on other devices
-#: (measured on the 2-core CPU at N = 20 000, d = 64: 256–512 rows fastest, see
-#: ``benchmarks/README.md``).
-_MIN_NN_BLOCK = 512
+#: (measured on the 2-core CPU at N = 20 000, d = 64: 256 rows fastest, as for the bare
+#: products of the limit sweep; see ``benchmarks/README.md``).
+_MIN_NN_BLOCK = 256
 
 
 def auto_block_size(n: int, budget_entries: int = _BLOCK_ENTRIES) -> int:
@@ -72,8 +72,8 @@ def nearest_neighbor_angles(X: torch.Tensor, block_size: int | None = None) -> t
     near-duplicates at 1e-6 rad, in float32 and float64, across block boundaries.
 
     O(N² d / 2) time (the pairs i < j only) plus two reductions per block; O(N · block_size)
-    memory. ``block_size``: rows per block (rounded to a multiple of 32); default
-    :data:`_MIN_NN_BLOCK` = 512 on the CPU and the larger of that and 2^24/N on other devices.
+    memory. ``block_size``: rows per block (rounded to a multiple of 64); default
+    :data:`_MIN_NN_BLOCK` = 256 on the CPU and the larger of that and 2^24/N on other devices.
     Raises ``ValueError``/``TypeError`` for bad ``X`` (:func:`dispersion._checks.check_points`)
     or a ``block_size`` that is not a positive int.
     """

@@ -190,6 +190,10 @@ def resolve_block_size(
 # ----------------------------------------------------------------------------------------
 
 
+#: log₂ e: exp(x) is evaluated as exp2(x · log₂ e) (see :func:`kernel_value_and_slope`).
+_LOG2E = 1.0 / math.log(2.0)
+
+
 def kernel_value_and_slope(
     C: torch.Tensor,
     kernel: str = "gaussian",
@@ -209,6 +213,10 @@ def kernel_value_and_slope(
     differentiates the dense reference: 0 wherever the cosine clamp [−1+ε, 1−ε]
     (``cosine_clamp_eps``) is active.
 
+    Exponentials are evaluated as exp(x) = 2^(x·log₂e) (``exp2``): on the CPU build of torch used
+    here ``exp`` of float32 ran 5× slower than ``exp2`` (8.2 ms against 1.6 ms for 3.8 M entries,
+    one core), which made it 40 % of the Gaussian energy's time; the results agree to a few ulp.
+
     **Overwrites ``C``** (it is used as scratch space); pass a fresh block. Closed forms, with
     d the distance and c the clamped cosine: dd_R/dc = −1/d_R, dd_S/dc = −1/√(1−c²);
     gaussian dk/dd = −2γ d k, laplace −γ k, riesz −s k/d (s ≠ 0) and −1/d (s = 0).
@@ -217,7 +225,7 @@ def kernel_value_and_slope(
     if kernel == "gaussian" and distance == "chordal":
         # k = exp(−γ(2 − 2c)) = exp(2γ(c − 1)); dk/dc = 2γ k. Cosines above 1 (rounding only)
         # count as 1, as in kernel_from_cosine, so that a duplicated point cannot overflow to inf.
-        K = C.sub_(1).mul_(2 * gamma).clamp_(max=0).exp_()
+        K = C.sub_(1).mul_(2 * gamma * _LOG2E).clamp_(max=0).exp2_()
         return K, (K if slope else None), 2 * gamma
     eps = cosine_clamp_eps(C.dtype)
     if distance == "chordal":
@@ -231,13 +239,13 @@ def kernel_value_and_slope(
         # |dd/dc| = 1/sqrt(1 − c²), in place of C
         inv_dd = C.square_().neg_().add_(1).rsqrt_() if slope else None
     if kernel == "gaussian":
-        K = D.square().mul_(-gamma).exp_()
+        K = D.square().mul_(-gamma * _LOG2E).exp2_()
         W = None
         if slope:  # dk/dc = 2γ d k |dd/dc|
             W = D.mul(K).mul_(inv_dd) if inv_dd is not None else K.clone()
             scale = 2 * gamma
     elif kernel == "laplace":
-        K = D.mul(-gamma).exp_()
+        K = D.mul(-gamma * _LOG2E).exp2_()
         W = None
         if slope:  # dk/dc = γ k |dd/dc|
             W = K.mul(inv_dd) if inv_dd is not None else K.div(D)
@@ -287,20 +295,31 @@ def _energy_and_grad(
     grad = torch.zeros_like(X) if with_grad else None
     drop_full = _strict_upper_mask(min(block, n), X.device)
     scale = 1.0
+    # The Gaussian chordal kernel takes its exponent 2γ(c − 1)·log₂e straight from the product
+    # (addmm's alpha and a broadcast shift: no extra pass over the block), then 2^min(0, ·).
+    gauss = kernel == "gaussian" and distance == "chordal"
+    shift = X.new_full((1, 1), -2.0 * gamma * _LOG2E) if gauss else None
     for s0, e0 in upper_blocks(n, block):
         b = e0 - s0
         Xi, Xj = X[s0:e0], X[s0:]
-        C = Xi @ Xj.T  # (b, n − s0), cosines of rows s0..e0 with columns s0..n
-        K, W, scale = kernel_value_and_slope(C, kernel, distance, gamma, s, slope=with_grad)
+        if gauss:
+            K = torch.addmm(shift, Xi, Xj.T, alpha=2.0 * gamma * _LOG2E).clamp_(max=0).exp2_()
+            W, scale = (K if with_grad else None), 2.0 * gamma
+        else:
+            C = Xi @ Xj.T  # (b, n − s0), cosines of rows s0..e0 with columns s0..n
+            K, W, scale = kernel_value_and_slope(C, kernel, distance, gamma, s, slope=with_grad)
+            del C
         drop = drop_full[:b, :b]
         K[:, :b].masked_fill_(drop, 0)  # keep j > i only (the true diagonal and below)
-        total += K.sum(dtype=torch.float64)
+        # row sums in X's dtype (cascade summation over ≤ N terms), the running total in float64:
+        # summing the block in float64 directly costs a converted copy of it
+        total += K.sum(dim=1).sum(dtype=torch.float64)
         if with_grad:
             if W is not K:
                 W[:, :b].masked_fill_(drop, 0)
             grad[s0:e0].addmm_(W, Xj)  # row i gets Σ_j w_ij x_j
             grad[s0:].addmm_(W.T, Xi)  # column j gets Σ_i w_ij x_i
-        del C, K, W
+        del K, W
     if with_grad:
         grad.mul_(scale)
     return total, grad
