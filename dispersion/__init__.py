@@ -21,6 +21,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .audit import AuditReport, audit  # noqa: E402 - after the regularizers it uses
+from .disperse import disperse  # noqa: E402
+
 __version__ = "0.1.0"
 
 #: Public names and the module that defines each (imported on first access).
@@ -35,7 +38,7 @@ _LAZY = {
 __all__ = [
     "METHODS", "build", "method_parameters", "Regularizer",
     "MHE", "MMA", "KoLeo", "MMCS", "Lloyd", "Sliced", "SSW", "Uniformity",
-    "metrics", "sphere", "__version__",
+    "metrics", "sphere", "audit", "AuditReport", "disperse", "__version__",
 ]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports on demand

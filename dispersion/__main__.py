@@ -149,8 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
         if hasattr(mod, hook):
             getattr(mod, hook)(sub)
     from .audit import add_audit_command
+    from .disperse import add_disperse_command
 
     add_audit_command(sub)
+    add_disperse_command(sub)
     return p
 
 

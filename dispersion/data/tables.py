@@ -33,7 +33,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["EmbeddingTable", "load_table", "read_lines", "FORMATS"]
+__all__ = ["EmbeddingTable", "load_table", "save_table", "read_lines", "FORMATS"]
 
 FORMATS = (".npy", ".pt", ".pth", ".safetensors", ".csv", ".tsv", ".parquet", ".txt", ".vec")
 
@@ -53,6 +53,11 @@ class EmbeddingTable:
     source: str
     row_label: Callable[[int], str]
     format: str
+    #: How :func:`save_table` writes a table of this layout back: the tensor key, the vector
+    #: columns (or the one list column) and the data frame of a .csv/.parquet file.
+    key: str | None = None
+    columns: list | None = None
+    frame: object = None
 
 
 def read_lines(path: str | os.PathLike, what: str = "file") -> list[str]:
@@ -74,7 +79,7 @@ def _choose_tensor(tensors: dict, key: str | None, path: Path):
     if key is not None:
         if key not in tensors:
             raise ValueError(f"{path}: no tensor named {key!r}; it holds {sorted(tensors)[:20]}")
-        return tensors[key]
+        return key, tensors[key]
     import torch
 
     two_d = [k for k, v in tensors.items() if isinstance(v, torch.Tensor) and v.dim() == 2 and v.is_floating_point()]
@@ -83,7 +88,7 @@ def _choose_tensor(tensors: dict, key: str | None, path: Path):
             f"{path} holds {len(two_d)} 2-D floating-point tensors ({sorted(two_d)[:20]}); name one with key= "
             f"(--key on the command line)"
         )
-    return tensors[two_d[0]]
+    return two_d[0], tensors[two_d[0]]
 
 
 def _tensor_to_numpy(t, path: Path) -> np.ndarray:
@@ -116,6 +121,7 @@ def _frame_table(df, path: Path, *, text_column, label_column, vector_column, li
                                  f"(as in the first row)")
         X = np.asarray([np.asarray(r) for r in rows])
         used.add(vector_column)
+        columns = vector_column
     else:
         floats = [c for c in df.columns if c not in used and pd.api.types.is_float_dtype(df[c])]
         ints = [c for c in df.columns if c not in used and pd.api.types.is_integer_dtype(df[c])]
@@ -127,6 +133,7 @@ def _frame_table(df, path: Path, *, text_column, label_column, vector_column, li
                              f"(columns: {list(df.columns)[:20]}); for a column of lists pass vector_column=")
         X = df[floats].to_numpy()
         used.update(floats)
+        columns = floats
     names = None
     if text_column is not None:
         if text_column not in df.columns:
@@ -137,7 +144,7 @@ def _frame_table(df, path: Path, *, text_column, label_column, vector_column, li
                                                              or pd.api.types.is_string_dtype(df[c]))]
         if len(texts) == 1:
             names = df[texts[0]].astype(str).tolist()
-    return X, names, labels
+    return X, names, labels, columns
 
 
 def load_table(
@@ -159,7 +166,7 @@ def load_table(
     if not p.is_file():
         raise FileNotFoundError(f"embedding table {p} does not exist")
     suffix = p.suffix.lower()
-    names = labels = None
+    names = labels = columns = frame = None
     row_label: Callable[[int], str] = lambda i: f"{p} row {i}"  # noqa: E731
     if suffix == ".npy":
         try:
@@ -174,7 +181,7 @@ def load_table(
         except Exception as e:  # noqa: BLE001 - torch raises several types for a bad file
             raise ValueError(f"{p}: cannot be read by torch.load(weights_only=True): {e}") from None
         if isinstance(obj, dict):
-            obj = _choose_tensor(obj, key, p)
+            key, obj = _choose_tensor(obj, key, p)
         X = _tensor_to_numpy(obj, p)
     elif suffix == ".safetensors":
         from safetensors import safe_open
@@ -184,7 +191,8 @@ def load_table(
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
         except Exception as e:  # noqa: BLE001 - safetensors raises its own error type
             raise ValueError(f"{p}: not a readable safetensors file: {e}") from None
-        X = _tensor_to_numpy(_choose_tensor(tensors, key, p), p)
+        key, t = _choose_tensor(tensors, key, p)
+        X = _tensor_to_numpy(t, p)
     elif suffix in (".csv", ".tsv"):
         import pandas as pd
 
@@ -195,17 +203,20 @@ def load_table(
         except pd.errors.EmptyDataError:
             raise ValueError(f"{p} is empty") from None
         # line 1 is the header: data row i is on line i + 2
-        X, names, labels = _frame_table(df, p, text_column=text_column, label_column=label_column,
-                                        vector_column=vector_column, line_offset=2, line_word="line")
+        X, names, labels, columns = _frame_table(df, p, text_column=text_column, label_column=label_column,
+                                                 vector_column=vector_column, line_offset=2, line_word="line")
+        frame = df
         row_label = lambda i: f"{p} line {i + 2}"  # noqa: E731
     elif suffix == ".parquet":
         import pandas as pd
 
         df = pd.read_parquet(p)
-        X, names, labels = _frame_table(df, p, text_column=text_column, label_column=label_column,
-                                        vector_column=vector_column, line_offset=0, line_word="row")
+        X, names, labels, columns = _frame_table(df, p, text_column=text_column, label_column=label_column,
+                                                 vector_column=vector_column, line_offset=0, line_word="row")
+        frame = df
     elif suffix in (".txt", ".vec"):
         X, names, first = _read_word_vectors(p)
+        key = "header" if first == 2 else None  # save_table writes the "N d" line back
         row_label = lambda i: f"{p} line {i + first}"  # noqa: E731
     else:
         raise ValueError(f"{p}: unknown table format {suffix!r}; expected one of {', '.join(FORMATS)}")
@@ -219,7 +230,68 @@ def load_table(
         raise TypeError(f"{p}: data of dtype {X.dtype} is not a floating-point table")
     if X.ndim != 2:
         raise ValueError(f"{p}: expected a 2-D table (N, d), got shape {X.shape}")
-    return EmbeddingTable(X, names, labels, str(p), row_label, suffix)
+    return EmbeddingTable(X, names, labels, str(p), row_label, suffix, key, columns, frame)
+
+
+def save_table(path: str | os.PathLike, X: np.ndarray, like: EmbeddingTable) -> None:
+    """Write ``X`` (N, d) — e.g. a dispersed version of ``like.X`` — in the format and layout of
+    the table ``like`` was read from, atomically: the same suffix, the same tensor key among the
+    other tensors of a .pt/.safetensors file (re-read from ``like.source``), the same columns of
+    a .csv/.parquet frame (the other columns kept), the same words of a GloVe/word2vec file.
+    ``X`` is cast to the stored dtype. Raises ``ValueError`` for a shape other than like.X's or
+    a suffix of ``path`` other than ``like.format``."""
+    from ..runio import atomic_save
+
+    p = Path(path)
+    X = np.asarray(X)
+    if X.shape != like.X.shape:
+        raise ValueError(f"X has shape {X.shape}, the table read from {like.source} has {like.X.shape}")
+    if p.suffix.lower() != like.format:
+        raise ValueError(f"{p}: write the table in its input format {like.format!r} (got suffix {p.suffix!r})")
+    X = X.astype(like.X.dtype if like.X.dtype.kind == "f" else np.float32, copy=False)
+    fmt = like.format
+    if fmt == ".npy":
+        atomic_save(p, lambda tmp: np.save(tmp, X))
+    elif fmt in (".pt", ".pth"):
+        import torch
+
+        obj = torch.load(like.source, map_location="cpu", weights_only=True)
+        t = torch.from_numpy(np.ascontiguousarray(X))
+        if isinstance(obj, dict):
+            t = t.to(obj[like.key].dtype)
+            obj[like.key] = t
+        else:
+            obj = t.to(obj.dtype)
+        atomic_save(p, lambda tmp: torch.save(obj, tmp))
+    elif fmt == ".safetensors":
+        import torch
+        from safetensors import safe_open
+        from safetensors.torch import save_file
+
+        with safe_open(like.source, framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        tensors[like.key] = torch.from_numpy(np.ascontiguousarray(X)).to(tensors[like.key].dtype)
+        atomic_save(p, lambda tmp: save_file(tensors, tmp))
+    elif fmt in (".csv", ".tsv", ".parquet"):
+        df = like.frame.copy()
+        if isinstance(like.columns, str):
+            df[like.columns] = list(X)
+        else:
+            df[like.columns] = X
+        if fmt == ".parquet":
+            atomic_save(p, lambda tmp: df.to_parquet(tmp, index=False))
+        else:
+            atomic_save(p, lambda tmp: df.to_csv(tmp, index=False, sep="\t" if fmt == ".tsv" else ","))
+    else:  # GloVe / word2vec text
+        header = f"{X.shape[0]} {X.shape[1]}\n" if like.key == "header" else ""
+
+        def write(tmp):
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(header)
+                for w, row in zip(like.names, X):
+                    f.write(w + " " + " ".join(f"{v:.6g}" for v in row) + "\n")
+
+        atomic_save(p, write)
 
 
 def _read_word_vectors(p: Path) -> tuple[np.ndarray, list[str], int]:
