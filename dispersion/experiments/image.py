@@ -387,7 +387,7 @@ def _cmd_image_run(args) -> None:
     picks = (args.dataset, args.dim, args.method)
     if any(v is not None for v in picks):
         if any(v is None for v in picks):
-            raise SystemExit("image-run: --dataset, --dim and --method go together (to resolve a workflow config)")
+            raise ValueError("--dataset, --dim and --method go together (to resolve a workflow config)")
         if args.base_config and Path(args.base_config).resolve() != Path(args.config).resolve():
             spec = deep_merge(_load_spec(args.base_config), spec)  # as Snakemake merges --configfile
         spec = run_spec(spec, args.dataset, args.dim, args.method)
