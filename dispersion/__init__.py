@@ -21,9 +21,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .audit import AuditReport, audit  # noqa: E402 - after the regularizers it uses
-from .disperse import disperse  # noqa: E402
-
 __version__ = "0.1.0"
 
 #: Public names and the module that defines each (imported on first access).
@@ -33,6 +30,7 @@ _LAZY = {
         "METHODS", "MHE", "MMA", "MMCS", "SSW", "KoLeo", "Lloyd", "Regularizer", "Sliced", "Uniformity",
         "build", "method_parameters",
     )},
+    "audit": "embedding_audit", "AuditReport": "embedding_audit", "disperse": "posthoc",
 }
 
 __all__ = [
@@ -57,6 +55,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports
         build,
         method_parameters,
     )
+    from .embedding_audit import AuditReport, audit
+    from .posthoc import disperse
 
 
 def __getattr__(name: str) -> Any:

@@ -148,8 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         mod = importlib.import_module(f"dispersion.experiments.{module}")
         if hasattr(mod, hook):
             getattr(mod, hook)(sub)
-    from .audit import add_audit_command
-    from .disperse import add_disperse_command
+    from .table_commands import add_audit_command, add_disperse_command
 
     add_audit_command(sub)
     add_disperse_command(sub)

@@ -1,5 +1,7 @@
 """Post-hoc dispersion of a given embedding table that keeps each row's neighbourhood.
 
+Public as ``dispersion.disperse``; the command line is ``python -m dispersion disperse``.
+
 :func:`disperse` spreads a table X (N, d) on the sphere with any regularizer R of
 :data:`dispersion.METHODS` while a fidelity term F holds each row near its original
 neighbourhood, minimising over unit rows Y (Riemannian Adam by default, started at Y = X/‖X‖):
@@ -180,7 +182,7 @@ def disperse(
 
     Returns a :class:`DisperseResult`. Raises ``ValueError``/``TypeError`` naming the argument.
     """
-    from .audit import _check_labels, as_points
+    from .embedding_audit import _check_labels, as_points
 
     if fidelity not in FIDELITIES:
         raise ValueError(f"fidelity must be one of {FIDELITIES}, got {fidelity!r}")
@@ -273,39 +275,6 @@ def disperse(
 # ----------------------------------------------------------------------------------------
 # command line: python -m dispersion disperse
 # ----------------------------------------------------------------------------------------
-
-
-def add_disperse_command(sub) -> None:
-    """Register ``disperse`` on the ``python -m dispersion`` sub-parser ``sub``."""
-    import json
-
-    s = sub.add_parser(
-        "disperse", help="spread an embedding table on the sphere while keeping its neighbourhoods",
-        description="Read a table (the formats of 'audit'), disperse it with a method of dispersion.METHODS and a "
-        "fidelity term, and write the spread table in the input's format to --out (unit rows, or the original "
-        "row norms with --keep-norms) and the history (recall@k, angles, circular variance, k-NN accuracy) "
-        "to --history.")
-    s.add_argument("path", help="the table file")
-    s.add_argument("--out", required=True, help="output table, same suffix as PATH")
-    s.add_argument("--history", default=None, help="JSON file for the settings and the history")
-    s.add_argument("--method", required=True, help="a dispersion method (python -m dispersion methods)")
-    s.add_argument("--params", type=json.loads, default={}, help='JSON object of method parameters, e.g. \'{"t": 2}\'')
-    s.add_argument("--fidelity", choices=FIDELITIES, default="knn")
-    s.add_argument("--weight", type=float, default=1.0, help="weight of the fidelity term")
-    s.add_argument("--k", type=int, default=10)
-    s.add_argument("--margin", type=float, default=0.05, help="cosine margin of --fidelity knn_margin")
-    s.add_argument("--steps", type=int, default=500)
-    s.add_argument("--lr", type=float, default=0.01)
-    s.add_argument("--batch-size", type=int, default=None)
-    s.add_argument("--optimizer", choices=OPTIMIZERS, default="riemannian_adam")
-    s.add_argument("--labels", default=None, help="one label per line, for the k-NN accuracy in the history")
-    s.add_argument("--key", default=None, help="which tensor of a .pt/.safetensors file")
-    s.add_argument("--label-column", default=None)
-    s.add_argument("--vector-column", default=None)
-    s.add_argument("--keep-norms", action="store_true", help="give each output row its input row's norm")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--no-progress", action="store_true")
-    s.set_defaults(func=_cmd_disperse)
 
 
 def _cmd_disperse(args) -> None:

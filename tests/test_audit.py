@@ -1,4 +1,4 @@
-"""dispersion.audit: statistics against closed forms (uniform points, the simplex, duplicates),
+"""dispersion.audit (dispersion.embedding_audit): statistics against closed forms (uniform points, the simplex, duplicates),
 bad input, the report and its files, the table formats and the command line."""
 import json
 import math
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dispersion import metrics, sphere
-from dispersion.audit import (
+from dispersion.embedding_audit import (
     AuditReport,
     audit,
     uniform_cap_fraction,

@@ -1,11 +1,11 @@
-"""dispersion.disperse: the fidelity terms (values, gradients, minibatch rows) and the loop."""
+"""dispersion.disperse (dispersion.posthoc): the fidelity terms (values, gradients, minibatch rows) and the loop."""
 import math
 
 import pytest
 import torch
 
 from dispersion import metrics
-from dispersion.disperse import anchor_fidelity, disperse, knn_fidelity, knn_label_accuracy, knn_margin_fidelity
+from dispersion.posthoc import anchor_fidelity, disperse, knn_fidelity, knn_label_accuracy, knn_margin_fidelity
 from conftest import random_sphere
 
 
