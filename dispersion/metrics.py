@@ -22,7 +22,7 @@ import math
 import torch
 
 from ._checks import check_points
-from ._sweep import nearest_neighbors_exact
+from ._sweep import _measure, cosine_error_bound, nearest_neighbors_exact
 
 __all__ = [
     "nearest_neighbor_angles",
@@ -227,11 +227,14 @@ def knn(X: torch.Tensor, k: int, block_size: int | None = None) -> tuple[torch.T
     sorted by increasing angle (ties broken by the smaller index); row i never lists i itself,
     but does list an exact duplicate of x_i (angle 0), wherever it sits in the table.
 
-    Exact, in memory O(N · block_size): row blocks [s, e) meet all N columns, the true
-    diagonal is masked, and the k + 4 largest cosines of each row are kept as candidates
-    (:data:`_KNN_EXTRA_CANDIDATES`); their angles are then re-measured with the chordal formula
-    2·asin(‖x_i − x_j‖ / 2), which keeps full precision near 0 and π where arccos of a rounded
-    cosine does not, and the k smallest are returned. ``block_size=None`` takes blocks of about
+    Exact for any configuration, in memory O(N · block_size): row blocks [s, e) meet all N
+    columns, the true diagonal is masked, and the k + 4 largest cosines of each row are kept as
+    candidates (:data:`_KNN_EXTRA_CANDIDATES`) — or, when the last of them is still within the
+    rounding bound 2ε of the k-th (:func:`dispersion._sweep.cosine_error_bound`; clusters of
+    near-duplicates), every column within 2ε of the k-th. Their angles are re-measured in float64
+    with the chordal formula 2·asin(‖x̂_i − x̂_j‖ / 2) on the rows normalised in float64, which
+    keeps full precision near 0 and π where arccos of a rounded cosine does not, and the k
+    smallest are returned. ``block_size=None`` takes blocks of about
     2^24 cosines (64 MiB in float32). O(N² d) time.
 
     Raises ``TypeError``/``ValueError`` naming ``X`` (see ``check_points``), ``k`` or
@@ -244,20 +247,31 @@ def knn(X: torch.Tensor, k: int, block_size: int | None = None) -> tuple[torch.T
     block = _knn_block_rows(n, block_size)
     indices = torch.empty((n, k), dtype=torch.long, device=X.device)
     angles = torch.empty((n, k), dtype=X.dtype, device=X.device)
+    eps2 = 2.0 * cosine_error_bound(X.shape[1], X.dtype, X.device)
+    Xn = torch.nn.functional.normalize(X, dim=1)
     for s in range(0, n, block):
         e = min(n, s + block)
-        G = X[s:e] @ X.T  # (b, N) cosines
+        G = Xn[s:e] @ Xn.T  # (b, N) cosines
         rows = torch.arange(e - s, device=X.device)
         G[rows, rows + s] = -math.inf  # the true diagonal only
-        cand = G.topk(m, dim=1).indices  # (b, m)
-        del G
-        # order candidates by index first, so that the stable sort by angle breaks ties by index
+        vals, cand = G.topk(m, dim=1)  # (b, m)
+        # A true k-th neighbour has a computed cosine >= (k-th largest) − 2ε; when the m-th kept
+        # cosine still reaches that bound (near-duplicates), the row takes every such column.
+        short = ((vals[:, -1] >= vals[:, k - 1] - eps2) & (m < n - 1)).nonzero().squeeze(1).tolist()
+        # candidates in index order, so that the stable sort by angle breaks ties by index
         cand = cand.sort(dim=1).values
-        chord = torch.linalg.vector_norm(X[cand] - X[s:e, None, :], dim=-1).clamp_(max=2.0)
-        ang = chord.div_(2).asin_().mul_(2)
+        b = e - s
+        ang = _measure(X, (rows + s)[:, None].expand(b, m).reshape(-1), cand.reshape(-1)).view(b, m)
         order = ang.argsort(dim=1, stable=True)[:, :k]
         indices[s:e] = cand.gather(1, order)
-        angles[s:e] = ang.gather(1, order)
+        angles[s:e] = ang.gather(1, order).to(X.dtype)
+        for i in short:  # rare: near-duplicates; every column within the bound of the k-th
+            c = (G[i] >= vals[i, k - 1] - eps2).nonzero().squeeze(1)
+            a = _measure(X, torch.full_like(c, s + i), c)
+            o = a.argsort(stable=True)[:k]
+            indices[s + i] = c[o]
+            angles[s + i] = a[o].to(X.dtype)
+        del G
     return indices, angles
 
 

@@ -121,3 +121,29 @@ def test_knn_recall_bad_input():
         metrics.knn_recall(X, X, 2, reduction="sum")
     with pytest.raises(ValueError, match="Y"):
         metrics.knn_recall(X, X * 3, 2)
+
+
+def test_knn_exact_in_a_cluster_of_near_duplicates():
+    # 40 points within 1e-4 rad of one another in float32: float cosines tie, so a fixed number of
+    # candidates by cosine picks the wrong neighbours; the bound-based candidate set does not.
+    import math
+
+    import torch
+
+    from dispersion import metrics
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.nn.functional.normalize(torch.randn(500, 16, dtype=torch.float64, generator=g), dim=1)
+    for i in range(1, 41):
+        v = torch.randn(16, dtype=torch.float64, generator=g)
+        v = torch.nn.functional.normalize(v - (v @ X[0]) * X[0], dim=0)
+        t = 1e-4 * (0.05 + 0.95 * torch.rand((), dtype=torch.float64, generator=g).item())
+        X[i] = math.cos(t) * X[0] + math.sin(t) * v
+    X = torch.nn.functional.normalize(X.float(), dim=1)
+    Y = torch.nn.functional.normalize(X.double(), dim=1)
+    D = 2 * torch.asin(((Y[:, None] - Y[None]).norm(dim=-1) / 2).clamp(max=1))
+    D.fill_diagonal_(math.inf)
+    ref = D.sort(dim=1, stable=True)
+    idx, ang = metrics.knn(X, 5, block_size=64)
+    assert torch.allclose(ang.double(), ref.values[:, :5], rtol=1e-6, atol=0)
+    assert torch.equal(idx[:41], ref.indices[:41, :5])
