@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from ._checks import check_points
+from ._checks import check_points, is_int
 from ._sweep import _measure, cosine_error_bound, nearest_neighbors_exact
 
 __all__ = [
@@ -51,8 +51,9 @@ def auto_block_size(n: int, budget_entries: int = _BLOCK_ENTRIES) -> int:
 def _blocks(n: int, block_size: int | None):
     if block_size is None:
         block_size = auto_block_size(n)
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+    if not is_int(block_size) or block_size < 1:
         raise ValueError(f"block_size must be a positive int or None, got {block_size!r}")
+    block_size = int(block_size)
     for start in range(0, n, block_size):
         yield start, min(n, start + block_size)
 
@@ -86,9 +87,9 @@ def _nearest(X: torch.Tensor, block_size: int | None) -> tuple[torch.Tensor, tor
     n = X.shape[0]
     if block_size is None:
         block_size = _MIN_NN_BLOCK if X.device.type == "cpu" else max(auto_block_size(n), _MIN_NN_BLOCK)
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+    if not is_int(block_size) or block_size < 1:
         raise ValueError(f"block_size must be a positive int or None, got {block_size!r}")
-    return nearest_neighbors_exact(X, block_size)
+    return nearest_neighbors_exact(X, int(block_size))
 
 
 @torch.no_grad()
@@ -153,6 +154,10 @@ def median_angle(X: torch.Tensor, block_size: int | None = None, bins: int = 2**
     collected values as well — memory then grows with that bin's size.
     """
     check_points(X, "X")
+    if not is_int(bins) or int(bins) < 1:
+        raise (TypeError if not is_int(bins) else ValueError)(
+            f"bins must be an int >= 1 (histogram bins of [0, π] for the first pass), got {bins!r}")
+    bins = int(bins)
     n = X.shape[0]
     m = n * (n - 1) // 2
     counts = torch.zeros(bins, dtype=torch.long, device=X.device)

@@ -22,7 +22,7 @@ from typing import Callable
 import geoopt
 import torch
 
-from ._checks import NORM_ATOL, check_points, check_positive, check_positive_int
+from ._checks import NORM_ATOL, check_generator, check_points, check_positive, check_positive_int
 
 __all__ = [
     "OPTIMIZERS", "OptimResult", "RiemannianAdam", "RiemannianSGD", "make_optimizer", "sphere_parameter", "optimize",
@@ -140,12 +140,26 @@ def optimize(
     Raises
     ------
     ValueError
-        Bad ``X0`` (see :func:`dispersion._checks.check_points`), non-positive ``steps``/``lr``,
-        ``batch_size`` < 2, unknown ``optimizer``, or a non-finite loss during the run (with
-        the step at which it appeared).
+        Bad ``X0`` (see :func:`dispersion._checks.check_points`), non-positive ``steps``, ``lr``,
+        ``log_every`` or ``max_time_s``, ``batch_size`` < 2, unknown ``optimizer``, or a
+        non-finite loss during the run (with the step at which it appeared).
+    TypeError
+        A ``regularizer`` or ``callback`` that is not callable, a ``generator`` that is not a
+        ``torch.Generator``, a float where an int is expected (``steps``, ``log_every``,
+        ``batch_size``: never rounded).
     """
     check_points(X0, "X0")
+    if not callable(regularizer):
+        raise TypeError(f"regularizer must be a callable mapping (B, d) points to a scalar (e.g. "
+                        f"dispersion.build('sliced')), got {type(regularizer).__name__}")
     steps = check_positive_int(steps, "steps")
+    if log_every is not None:
+        log_every = check_positive_int(log_every, "log_every")
+    if max_time_s is not None:
+        max_time_s = check_positive(max_time_s, "max_time_s")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
+    generator = check_generator(generator, "generator")
     n = X0.shape[0]
     if batch_size is not None:
         batch_size = check_positive_int(batch_size, "batch_size")

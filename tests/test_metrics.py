@@ -197,3 +197,14 @@ def test_exact_duplicates_in_different_blocks_give_zero():
 def test_all_points_identical_stays_within_memory_and_gives_zero():
     X = torch.nn.functional.normalize(torch.ones(3000, 8), dim=1)
     assert metrics.min_angle(X, block_size=256).item() == 0.0
+
+
+@pytest.mark.parametrize("bins,exc", [(0, ValueError), (2.5, TypeError), (None, TypeError), (-3, ValueError)])
+def test_median_angle_rejects_bad_bins(bins, exc):
+    with pytest.raises(exc, match="bins must be an int >= 1"):
+        metrics.median_angle(random_sphere(10, 3), bins=bins)
+
+
+def test_median_angle_takes_numpy_bins():
+    X = random_sphere(30, 4, seed=1)
+    assert metrics.median_angle(X, bins=np.int64(7)).item() == pytest.approx(metrics.median_angle(X).item(), abs=1e-12)

@@ -233,3 +233,27 @@ def test_fused_optimisers_reject_bad_parameters():
         RiemannianSGD([torch.nn.Parameter(X.clone())], lr=0.1, nesterov=True)
     with pytest.raises(ValueError, match="empty parameter list"):
         RiemannianAdam([])
+
+
+@pytest.mark.parametrize("kwargs,exc,match", [
+    ({"log_every": 0}, ValueError, "log_every must be >= 1"),
+    ({"log_every": -2}, ValueError, "log_every must be >= 1"),
+    ({"log_every": 2.5}, TypeError, "log_every must be an int"),
+    ({"max_time_s": -1}, ValueError, "max_time_s must be > 0"),
+    ({"generator": 5}, TypeError, "generator must be a torch.Generator"),
+    ({"callback": 3}, TypeError, "callback must be callable"),
+])
+def test_optimize_rejects_bad_arguments_by_name(kwargs, exc, match):
+    X = random_sphere(8, 3)
+    with pytest.raises(exc, match=match):
+        optimize(X, dispersion.build("mma"), steps=2, lr=0.1, **kwargs)
+
+
+def test_optimize_rejects_a_missing_regularizer_and_takes_numpy_scalars():
+    import numpy as np
+
+    X = random_sphere(8, 3)
+    with pytest.raises(TypeError, match="regularizer must be a callable"):
+        optimize(X, None, steps=2, lr=0.1)
+    res = optimize(X, dispersion.build("mma"), steps=np.int64(3), lr=np.float32(0.1), log_every=np.int64(1))
+    assert res.steps == 3 and [r["step"] for r in res.history] == [0, 1, 2, 3]
