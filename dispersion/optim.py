@@ -298,7 +298,7 @@ def _retract_rows(
     """Move every row of ``p`` in place to Exp_p(c·v), re-normalised; return (ny, a, b) with
     y = a·p + b·v the unnormalised new point and ny = ‖y‖ (…, 1), for transporting vectors.
 
-    ``c`` (…, 1) is a per-row step factor, ``pp`` = ‖p‖², ``pv`` = ⟨p, v⟩, ``vv`` = ‖v‖² (…, 1),
+    ``c`` (…, 1) is a per-row step factor (or one Python float for every row), ``pp`` = ‖p‖², ``pv`` = ⟨p, v⟩, ``vv`` = ‖v‖² (…, 1),
     all computed by the caller from the same tensors. With t = |c|·‖v‖ the step length in
     radians, Exp_p(c v) = cos(t)·p + (c·sin(t)/t)·v (Absil, Mahony & Sepulchre, *Optimization
     Algorithms on Matrix Manifolds*, 2008, ex. 5.4.1), and for t ≤ ε (1e-4 in float32, 1e-7 in
@@ -306,11 +306,11 @@ def _retract_rows(
     ‖y‖ = sqrt(a²‖p‖² + 2ab⟨p, v⟩ + b²‖v‖²), so that the point and its re-projection (geoopt's
     ``stabilize``) cost two passes over memory instead of five.
     """
-    t = c.abs() * vv.sqrt()
+    t = (c.abs() if torch.is_tensor(c) else abs(c)) * vv.sqrt()
     exact = t > _EXPMAP_EPS[p.dtype]
     t_safe = torch.where(exact, t, torch.ones_like(t))
     a = torch.where(exact, torch.cos(t), torch.ones_like(t))
-    b = torch.where(exact, c * torch.sin(t) / t_safe, c)
+    b = torch.where(exact, c * torch.sin(t) / t_safe, c * torch.ones_like(t))
     ny = (a * a * pp + 2 * a * b * pv + b * b * vv).sqrt_()
     p.mul_(a / ny).addcmul_(v, b / ny)
     return ny, a, b
@@ -484,9 +484,11 @@ class RiemannianSGD(_SphereOptimizer):
                     direction = r.add_(buf, alpha=mu) if nesterov else buf
                 else:
                     buf, direction = None, r
-                c = torch.full(p.shape[:-1] + (1,), -lr, dtype=p.dtype, device=p.device)
+                pp, dd = _row_sqnorm(p), _row_sqnorm(direction)
                 pd = _row_dot(p, direction, torch.empty_like(p) if direction is work else work)
-                _retract_rows(p, direction, c, _row_sqnorm(p), pd, _row_sqnorm(direction))
-                if buf is not None:
+                ny, a, b = _retract_rows(p, direction, -lr, pp, pd, dd)
+                if buf is direction:  # ⟨p_new, b⟩ = (a⟨p, b⟩ + b‖b‖²)/‖y‖ from the row scalars at hand
+                    buf.addcmul_(p, (a * pd + b * dd) / ny, value=-1.0)
+                elif buf is not None:
                     buf.addcmul_(p, _row_dot(p, buf, work), value=-1.0)
         return loss
