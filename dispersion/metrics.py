@@ -208,8 +208,9 @@ _KNN_BLOCK_ENTRIES = 2**24
 
 
 def _knn_check_k(k, n: int, name: str = "k") -> int:
-    if isinstance(k, bool) or not isinstance(k, int):
+    if not is_int(k):
         raise TypeError(f"{name} must be an int, got {type(k).__name__}")
+    k = int(k)
     if not 1 <= k <= n - 1:
         raise ValueError(f"{name} must be in [1, N - 1] = [1, {n - 1}] for N = {n} points, got {k}")
     return k
@@ -218,9 +219,9 @@ def _knn_check_k(k, n: int, name: str = "k") -> int:
 def _knn_block_rows(n: int, block_size: int | None) -> int:
     if block_size is None:
         return max(1, min(n, _KNN_BLOCK_ENTRIES // max(n, 1)))
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+    if not is_int(block_size) or block_size < 1:
         raise ValueError(f"block_size must be a positive int or None, got {block_size!r}")
-    return block_size
+    return int(block_size)
 
 
 @torch.no_grad()

@@ -321,7 +321,7 @@ def test_run_spec_and_grid():
     assert s["train"]["milestones"] == [100, 200] and s["train"]["epochs"] == 250 and s["params"]["kernel"] == "riesz"
     assert run_spec(yaml_paper, "fashion_mnist", 2, "mma")["train"]["epochs"] == 40
     runs = image_runs(cfg)
-    assert len(runs) == 2 * 3 * 1 and {r["method"] for r in runs} == {"softmax", "uniform", "mma"}
+    assert len(runs) == 2 * 4 * 1 and {r["method"] for r in runs} == {"softmax", "uniform", "mma", "uniformity"}
     with pytest.raises(ValueError, match="dataset"):
         run_spec(cfg, "mnist", 2, "mma")
     with pytest.raises(KeyError, match="nosuch"):
