@@ -316,8 +316,9 @@ def _pca(P: torch.Tensor) -> dict:
 
 
 @torch.no_grad()
-def _statistics(P: torch.Tensor, *, t: float, exact_pairs: bool, pair_samples: int, gen: torch.Generator) -> tuple[dict, dict, torch.Tensor]:
-    """(stats, standard errors of the sampled ones, per-row NN angles) of unit rows P."""
+def _statistics(P: torch.Tensor, *, t: float, exact_pairs: bool, pair_samples: int,
+                gen: torch.Generator) -> tuple[dict, dict, torch.Tensor, dict]:
+    """(stats, standard errors of the sampled ones, per-row NN angles, PCA spectrum) of unit rows P."""
     nn = metrics.nearest_neighbor_angles(P)
     nn64 = nn.double()
     qv = torch.quantile(nn64, torch.tensor(QUANTILES, dtype=torch.float64))
@@ -338,7 +339,7 @@ def _statistics(P: torch.Tensor, *, t: float, exact_pairs: bool, pair_samples: i
     pca = _pca(P)
     s["effective_rank"] = pca["effective_rank"]
     s["participation_ratio"] = pca["participation_ratio"]
-    return s, se, nn
+    return s, se, nn, pca
 
 
 @torch.no_grad()
@@ -908,9 +909,8 @@ def audit(
 
     s0 = time.perf_counter()
     step("table")
-    stats, se, nn = _statistics(P, t=t, exact_pairs=exact_pairs, pair_samples=pair_samples, gen=gen)
+    stats, se, nn, pca = _statistics(P, t=t, exact_pairs=exact_pairs, pair_samples=pair_samples, gen=gen)
     dup = _duplicates(P, nn)
-    pca = _pca(P)
     done("table", s0)
 
     cstats = cnn = None
@@ -922,7 +922,7 @@ def audit(
         ok = cn > 1e-12 * float(cn.max())
         if int(ok.sum()) >= 2:
             Cp = (C[ok] / cn[ok, None]).to(P.dtype)
-            cstats, _, cnn = _statistics(Cp, t=t, exact_pairs=exact_pairs, pair_samples=pair_samples, gen=gen)
+            cstats, _, cnn, _ = _statistics(Cp, t=t, exact_pairs=exact_pairs, pair_samples=pair_samples, gen=gen)
             cstats["rows_at_the_mean"] = int((~ok).sum())
         done("mean-centred", s0)
 
@@ -934,7 +934,7 @@ def audit(
         s0 = time.perf_counter()
         step(name)
         U = sphere.uniform(n, d, generator=gen, dtype=P.dtype)
-        rs, _, rnn = _statistics(U, t=t, exact_pairs=exact_pairs, pair_samples=pair_samples, gen=gen)
+        rs, _, rnn, _ = _statistics(U, t=t, exact_pairs=exact_pairs, pair_samples=pair_samples, gen=gen)
         for key in ref_values:
             ref_values[key].append(rs[key])
         if ref_nn is None:
