@@ -81,8 +81,8 @@ def check_config(config: dict, base: dict | None = None) -> None:
     * every variant under ``methods:`` builds its regularizer;
     * every variant an experiment names exists, and builds with that experiment's
       ``overrides`` — sub-studies included (the slice counts of ``synthetic.slices`` too);
-    * an override names a variant that its experiment runs (an override of a variant the
-      experiment does not run would be silently ignored) — except an override inherited
+    * an override (or a per-variant λ, ``text.lm.lambdas``) names a variant that its experiment
+      runs (one for a variant the experiment does not run would be silently ignored) — except one inherited
       unchanged from ``base``, the config the others are layered over (``config/config.yaml``:
       a smaller config such as ``--configfile config/quick.yaml`` cannot delete the overrides it
       inherits for variants it does not run);
@@ -118,17 +118,18 @@ def check_config(config: dict, base: dict | None = None) -> None:
             spec = method_spec(config, exp, variant)
             where = f"{exp}.overrides.{variant}" if variant in overrides else f"methods.{variant} (in {exp})"
             _build(spec["method"], spec["params"], where)
-    for where in ("tammes", "synthetic", "image", "text.classify", "text.lm"):
-        overrides = _section(config, where).get("overrides") or {}
+    for where, per_variant in (("tammes", "overrides"), ("synthetic", "overrides"), ("image", "overrides"),
+                               ("text.classify", "overrides"), ("text.lm", "overrides"), ("text.lm", "lambdas")):
+        overrides = _section(config, where).get(per_variant) or {}
         used = used_variants(config, where)
         for key, value in overrides.items():
             if key not in config["methods"] or key in used:
                 continue
-            inherited = base is not None and (_section(base, where).get("overrides") or {}).get(key) == value \
+            inherited = base is not None and (_section(base, where).get(per_variant) or {}).get(key) == value \
                 and key in used_variants(base, where)
             if not inherited:
-                raise ValueError(f"config key {where}.overrides.{key}: {where} does not run variant {key!r} "
-                                 f"(it runs {used}), so the override would be ignored; remove it")
+                raise ValueError(f"config key {where}.{per_variant}.{key}: {where} does not run variant {key!r} "
+                                 f"(it runs {used}), so the {per_variant[:-1]} would be ignored; remove it")
     t = config.get("tammes")
     if t:
         names = [c["name"] for c in t["cases"]]

@@ -34,6 +34,9 @@ def test_shipped_configs_pass(name):
      "config key tammes.overrides.mhe_rbf_fullbatch: tammes does not run variant 'mhe_rbf_fullbatch'"),
     ({"text": {"lm": {"overrides": {"mma": {}}}}}, "config key text.lm.overrides.mma: text.lm does not run variant 'mma'"),
     ({"synthetic": {"overrides": {"nonexistent": {}}}}, "synthetic.overrides.nonexistent: 'nonexistent' is not a variant"),
+    # a per-variant λ of the LM (text.lm.lambdas) for a variant it does not run
+    ({"text": {"lm": {"lambdas": {"mma": 3.0}}}},
+     "config key text.lm.lambdas.mma: text.lm does not run variant 'mma'"),
 ])
 def test_bad_variant_parameters_fail_at_config_check(over, message):
     with pytest.raises(ValueError) as e:
@@ -56,3 +59,24 @@ def test_job_specs_are_checked():
     cfg = deep_merge(layered("test.yaml"), {"synthetic": {"batch_size": 1}})
     with pytest.raises(ValueError, match=r"config key synthetic.main .*spec key 'batch_size' must be an integer >= 2, got 1"):
         check_config(cfg, base=BASE)
+
+
+@pytest.mark.parametrize("lambdas,message", [
+    ({"nonexistent": 1.0}, "config key text.lm.lambdas.nonexistent: not a variant defined under methods:"),
+    ({"mhe_rbf_chordal": -1.0}, "config key text.lm.lambdas.mhe_rbf_chordal: must be a finite number >= 0, got -1.0"),
+    ({"mhe_rbf_chordal": "10"}, "config key text.lm.lambdas.mhe_rbf_chordal: must be a finite number >= 0, got '10'"),
+])
+def test_bad_per_variant_lm_lambdas_fail_at_config_check(lambdas, message):
+    from dispersion.experiments.text import check_text_config
+
+    with pytest.raises(ValueError) as e:
+        check_text_config(deep_merge(BASE, {"text": {"lm": {"lambdas": lambdas}}}))
+    assert message in str(e.value)
+
+
+def test_per_variant_lm_lambda_replaces_train_lambda_for_that_variant_only():
+    from dispersion.experiments.text import lm_spec
+
+    cfg = deep_merge(BASE, {"text": {"lm": {"lambdas": {"sliced": 2.5}}}})
+    assert lm_spec(cfg, "sliced")["train"]["lambda"] == 2.5
+    assert lm_spec(cfg, "lloyd")["train"]["lambda"] == cfg["text"]["lm"]["train"]["lambda"]

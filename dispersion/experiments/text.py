@@ -387,10 +387,15 @@ def build_corpus(spec: dict, out_path: str | Path) -> dict:
 
 def lm_spec(config: dict, method: str) -> dict:
     """The resolved spec of one LM run (``text.lm``). ``method``: ``none``, ``euclidean`` or a
-    variant of ``config["methods"]`` (updated by ``text.lm.overrides[method]``)."""
+    variant of ``config["methods"]`` (updated by ``text.lm.overrides[method]``); its λ is
+    ``text.lm.lambdas[method]`` where given, else ``text.lm.train.lambda`` (a per-variant λ carries
+    the constant factor between the authors' energy and ours, e.g. e^γ for the Gaussian kernel;
+    README, "The authors' parameters in ours")."""
     lm_cfg = config["text"]["lm"]
     regularizer, params, label = _variant(config, lm_cfg, method, LM_BASELINES)
     train = deep_merge(_LM_TRAIN, lm_cfg.get("train"))
+    if method in (lm_cfg.get("lambdas") or {}):
+        train["lambda"] = lm_cfg["lambdas"][method]
     if method in lm_cfg.get("full_batch", []):
         train["reg_rows"] = None  # the blocked full-batch energy over every row
     return {
@@ -828,6 +833,11 @@ def check_text_config(config: dict) -> None:
         for key in sec.get("overrides", {}):
             if key not in config.get("methods", {}):
                 raise ValueError(f"config key text.{task}.overrides.{key}: not a variant defined under methods:")
+    for key, lam in ((t.get("lm") or {}).get("lambdas") or {}).items():
+        if key not in config.get("methods", {}):
+            raise ValueError(f"config key text.lm.lambdas.{key}: not a variant defined under methods:")
+        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam) or lam < 0:
+            raise ValueError(f"config key text.lm.lambdas.{key}: must be a finite number >= 0, got {lam!r}")
     cl = t.get("classify") or {}
     for ds in cl.get("datasets", {}):
         if ds not in DATASETS:
