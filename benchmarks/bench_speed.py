@@ -190,6 +190,7 @@ def bench_split(device: str, n: int, d: int, optimizer_steps: int = 5) -> list[d
     import yaml
 
     from dispersion.experiments.synthetic import resolve_params, uses_minibatch
+    from dispersion.workflow_helpers import method_spec
 
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     syn = cfg["synthetic"]
@@ -218,9 +219,8 @@ def bench_split(device: str, n: int, d: int, optimizer_steps: int = 5) -> list[d
           flush=True)
     g = torch.Generator(device=device).manual_seed(0)
     for variant in syn["methods"]:
-        v = cfg["variants"][variant]
-        params = {**v["params"], **(syn.get("overrides", {}) or {}).get(variant, {})}
-        params = resolve_params(v["method"], params, n, batch)
+        v = method_spec(cfg, "synthetic", variant)  # the variant with the study's overrides
+        params = resolve_params(v["method"], v["params"], n, batch)
         reg = dispersion.build(v["method"], generator=g, **params)
         mb = uses_minibatch(v["method"])
 
@@ -332,6 +332,12 @@ def markdown(rows: list[dict], meta: dict) -> str:
     return "\n".join(out)
 
 
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def _update_readme(device: str, table: str) -> None:
     readme = HERE / "README.md"
     text = readme.read_text()
@@ -376,32 +382,33 @@ def main(argv=None) -> None:
         "threads": args.threads, "torch": torch.__version__, "geoopt": geoopt.__version__,
         "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
-    rows: list[dict] = []
-    if "optimizer" in args.parts:
-        grid = [(20000, 64), (1000, 64), (1000, 512), (100000, 64), (100000, 512), (1000000, 64), (1000000, 512)]
-        rows += bench_optimizer(args.device, grid)
-    if "limit" in args.parts:
-        rows += bench_limit(args.device, args.limit_n, args.limit_d)
-    if "split" in args.parts:
-        rows += bench_split(args.device, args.split_n, args.split_d)
-    if "e2e" in args.parts:
-        rows += bench_e2e(args.device)
-    meta["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"speed_{args.device}"
-    meta_by_part = {part: dict(meta) for part in args.parts}
+    rows: list[dict] = []
+    meta_by_part: dict[str, dict] = {}
     if args.update and stem.with_suffix(".json").exists():
         old = json.loads(stem.with_suffix(".json").read_text())
-        kept = [r for r in old["rows"] if r["part"] not in args.parts]
-        rows = kept + rows
-        for part in dict.fromkeys(r["part"] for r in kept):
-            meta_by_part.setdefault(part, old.get("meta_by_part", {}).get(part, old["meta"]))
-    meta["meta_by_part"] = meta_by_part
+        rows = [r for r in old["rows"] if r["part"] not in args.parts]
+        for part in dict.fromkeys(r["part"] for r in rows):
+            meta_by_part[part] = old.get("meta_by_part", {}).get(part, old["meta"])
+    grid = [(20000, 64), (1000, 64), (1000, 512), (100000, 64), (100000, 512), (1000000, 64), (1000000, 512)]
+    runners = {
+        "optimizer": lambda: bench_optimizer(args.device, grid),
+        "limit": lambda: bench_limit(args.device, args.limit_n, args.limit_d),
+        "split": lambda: bench_split(args.device, args.split_n, args.split_d),
+        "e2e": lambda: bench_e2e(args.device),
+    }
+    for part in args.parts:  # each part is saved as soon as it is done
+        load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        rows = [r for r in rows if r["part"] != part] + runners[part]()
+        meta_by_part[part] = {"date": date, "load_before": load_before,
+                              "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+        meta["meta_by_part"] = meta_by_part
+        _write(stem.with_suffix(".json"), json.dumps({"meta": meta, "rows": rows}, indent=1))
+    meta["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     table = markdown(rows, meta)
-    for suffix, text in ((".json", json.dumps({"meta": meta, "rows": rows}, indent=1)), (".md", table + "\n")):
-        tmp = stem.with_suffix(suffix + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(stem.with_suffix(suffix))
+    _write(stem.with_suffix(".md"), table + "\n")
     if not args.no_readme and args.out == HERE / "results":
         _update_readme(args.device, table)
     print(table)
