@@ -13,7 +13,8 @@ import os
 
 from .regularizers import build
 
-__all__ = ["base_config", "check_config", "used_variants", "method_spec", "tammes_spec", "tammes_runs", "spec_json", "Paths"]
+__all__ = ["base_config", "check_config", "used_variants", "method_spec", "tammes_spec", "tammes_runs", "spec_json", "Paths",
+           "shipped_configs", "run_specs", "spec_differences", "committed_run_mismatches"]
 
 #: Pseudo-variants that are not regularizers (the unoptimised initialisation).
 BASELINES = {"uniform": {"method": "uniform", "label": "Uniform init", "params": {}}}
@@ -373,3 +374,124 @@ class Paths:
         output lists of other experiments, e.g. ``ImagePaths.outputs()``)."""
         outs = self.tammes_outputs() + self.synthetic_outputs() + [p for o in other_outputs for p in o]
         return [p for p in outs if p.endswith((".tex", ".pdf"))]
+
+
+# --- Do the committed runs agree with the configs that claim to produce them? ---
+#: Spec keys left out of the comparison: the requested device (``auto``, ``cpu``, ``cuda``) picks
+#: hardware, not the experiment; the hardware a run used is in the summary's ``device`` and
+#: ``device_name``.
+UNCOMPARED_SPEC_KEYS = ("device",)
+
+
+def shipped_configs(basedir: str) -> dict[str, dict]:
+    """Every shipped config, merged as Snakemake merges ``--configfile`` layers: ``config.yaml``
+    itself and every other ``config/*.yaml`` layered over it. Name (``"quick.yaml"``) → config."""
+    import glob
+
+    import yaml
+
+    from ._config import deep_merge
+
+    base = base_config(basedir)
+    out = {"config.yaml": base}
+    for path in sorted(glob.glob(os.path.join(basedir, "config", "*.yaml"))):
+        name = os.path.basename(path)
+        if name != "config.yaml":
+            with open(path, encoding="utf-8") as f:
+                out[name] = deep_merge(base, yaml.safe_load(f) or {})
+    return out
+
+
+def run_specs(config: dict) -> dict[str, dict]:
+    """Every run of ``config``, as the path of its ``summary.json`` (normalised, relative to the
+    workflow's directory) → the spec the run records as the summary's ``config``: what the rule
+    passes to the run (``tammes_spec``, ``synthetic_specs``, the image ``run_spec``, the text
+    ``classify_spec`` / ``lm_spec``) plus what the run adds (the seed; the LM's corpus path)."""
+    out: dict[str, dict] = {}
+    paths = Paths(config)
+
+    def put(run_dir: str, spec: dict) -> None:
+        out[os.path.normpath(os.path.join(run_dir, "summary.json"))] = spec
+
+    if config.get("tammes"):
+        for r in tammes_runs(config):
+            put(paths.tammes_run_dir().format(**r),
+                tammes_spec(config, r["case"], r["method"], r["optimizer"], r["seed"]))
+    for (study, cell, variant, seed), spec in synthetic_specs(config).items():
+        put(paths.synthetic_run_dir().format(study=study, cell=cell, method=variant, seed=seed), spec)
+    if config.get("image"):
+        from .experiments.image import ImagePaths, image_runs, run_spec
+
+        ip = ImagePaths(config)
+        for r in image_runs(config):
+            put(ip.run_dir(**r), {**run_spec(config, r["dataset"], r["dim"], r["method"]), "seed": r["seed"]})
+    if config.get("text"):
+        from .experiments.text import TextPaths, classify_runs, classify_spec, lm_runs, lm_spec
+
+        tp = TextPaths(config)
+        if config["text"].get("classify"):
+            for r in classify_runs(config):
+                put(tp.classify_run_dir(**r),
+                    {**classify_spec(config, r["dataset"], r["dim"], r["method"]), "seed": r["seed"]})
+        if config["text"].get("lm"):
+            for r in lm_runs(config):
+                put(tp.lm_run_dir(**r), {**lm_spec(config, r["method"]), "seed": r["seed"], "corpus": tp.corpus()})
+    return out
+
+
+def spec_differences(recorded, expected, path: str = "") -> list[str]:
+    """The differences between a recorded spec and the one the config gives now, one line per
+    key (dotted path: ``params.gamma: summary 1.0, config 0.5``); [] when they agree. Compared
+    as JSON values (so 1 and 1.0 agree), top-level keys of :data:`UNCOMPARED_SPEC_KEYS` left out."""
+    expected = json.loads(json.dumps(expected))
+    if isinstance(recorded, dict) and isinstance(expected, dict):
+        out = []
+        for key in sorted(set(recorded) | set(expected), key=str):
+            if not path and key in UNCOMPARED_SPEC_KEYS:
+                continue
+            where = f"{path}.{key}" if path else str(key)
+            if key not in expected:
+                out.append(f"{where}: summary {recorded[key]!r}, not in the config's spec")
+            elif key not in recorded:
+                out.append(f"{where}: not in the summary, config {expected[key]!r}")
+            else:
+                out += spec_differences(recorded[key], expected[key], where)
+        return out
+    return [] if recorded == expected else [f"{path or 'spec'}: summary {recorded!r}, config {expected!r}"]
+
+
+def committed_run_mismatches(summaries, configs: dict[str, dict], basedir: str = ".") -> list[str]:
+    """One message per run whose ``summary.json`` disagrees with the configs that claim it.
+
+    ``summaries``: paths of ``summary.json`` files relative to ``basedir`` (the committed ones:
+    ``git ls-files``); ``configs``: name → merged config (:func:`shipped_configs`). A summary
+    under a config's ``results_dir``, in a ``runs/`` directory of the workflow, must be a run of
+    that config (else: "no config produces it") and hold that run's spec (else: the differing
+    keys, :func:`spec_differences`). Summaries elsewhere (hand-made checks) are not runs of the
+    workflow and are skipped. On a fresh clone Snakemake has no run metadata, so a parameter
+    changed in a config without rerunning would otherwise go unnoticed."""
+    expected: dict[str, tuple[str, dict]] = {}
+    roots: dict[str, str] = {}
+    for name, config in configs.items():
+        roots.setdefault(os.path.normpath(config["results_dir"]), name)
+        for path, spec in run_specs(config).items():
+            expected.setdefault(path, (name, spec))
+    out = []
+    for rel in sorted(os.path.normpath(p) for p in summaries):
+        parts = rel.split(os.sep)
+        root = next((r for r in roots if rel.startswith(r + os.sep)), None)
+        if root is None or "runs" not in parts[len(root.split(os.sep)):]:
+            continue
+        if rel not in expected:
+            out.append(f"{rel}: no config produces this run (configs with results_dir {root!r}: {roots[root]})")
+            continue
+        name, spec = expected[rel]
+        with open(os.path.join(basedir, rel), encoding="utf-8") as f:
+            recorded = json.load(f).get("config")
+        if recorded is None:
+            out.append(f"{rel}: summary.json holds no 'config'")
+            continue
+        diff = spec_differences(recorded, spec)
+        if diff:
+            out.append(f"{rel} (config/{name}): " + "; ".join(diff))
+    return out
