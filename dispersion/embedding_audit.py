@@ -10,7 +10,8 @@ S^{d−1} (mean ± std over ``reference_draws`` draws, and the closed form where
 
 * nearest-neighbour statistics (exact at any N, :mod:`dispersion.metrics`): the minimum angle,
   the 1/5/25/50/75/95/99 % quantiles and the mean of the per-row nearest-neighbour angle;
-* pairwise statistics: mean and median pairwise angle, mean cosine, the Wang–Isola uniformity
+* pairwise statistics: mean and median pairwise angle, mean cosine (exact at any N from the
+  row sum), the Wang–Isola uniformity
   L_unif = log mean_{i<j} exp(−t‖x_i − x_j‖²) with t = 2 (Wang & Isola, ICML 2020); exact
   over all pairs up to :data:`PAIRWISE_EXACT_MAX_N` rows (blocked, O(N · block) memory), above
   it estimated from ``pair_samples`` random pairs with the standard error reported (an exact
@@ -327,15 +328,18 @@ def _statistics(P: torch.Tensor, *, t: float, exact_pairs: bool, pair_samples: i
     s.update({f"nn_q{round(q * 100):02d}": float(v) for q, v in zip(QUANTILES, qv)})
     s["circular_variance"] = float(metrics.circular_variance(P))
     se: dict = {}
+    # mean cosine over the pairs i ≠ j, exact at any N: (‖Σ x_i‖² − N) / (N(N − 1))
+    tot = P.double().sum(dim=0)
+    mean_cosine = float((tot @ tot - n) / (n * (n - 1)))
     if exact_pairs:
-        tot = P.double().sum(dim=0)
-        s["mean_cosine"] = float((tot @ tot - n) / (n * (n - 1)))
         s["mean_angle"] = float(metrics.mean_angle(P))
         s["median_angle"] = float(metrics.median_angle(P))
         s["uniformity"] = float(blocked_uniformity_loss(P, t))
     else:
         vals, se = _sampled_pairwise(P, pair_samples, t, gen)
         s.update(vals)
+        se.pop("mean_cosine", None)
+    s["mean_cosine"] = mean_cosine
     pca = _pca(P)
     s["effective_rank"] = pca["effective_rank"]
     s["participation_ratio"] = pca["participation_ratio"]
