@@ -633,7 +633,9 @@ class AuditReport:
             ax.hist(np.degrees(self.centred_nn_angles.double().numpy()), bins=bins, density=True, histtype="step",
                     lw=1.5, label="table, mean-centred")
         if self.reference_nn_angles is not None:
-            ax.hist(np.degrees(self.reference_nn_angles.double().numpy()), bins=bins, density=True, histtype="step",
+            ref = np.degrees(self.reference_nn_angles.double().numpy())
+            # its own, finer bins: the uniform distribution is far narrower than a real table's
+            ax.hist(ref, bins=np.linspace(ref.min(), ref.max(), 40), density=True, histtype="step",
                     lw=1.5, color="k", ls="--", label="uniform draw")
         a = np.radians(np.linspace(bins[0] + 1e-6, bins[-1], 800))
         surv = np.exp((self.n - 1) * np.log1p(-np.minimum(uniform_cap_fraction(a, self.d), 1 - 1e-300)))
