@@ -297,3 +297,17 @@ def test_symmetric_nearest_neighbor_angles(b):
     two = random_sphere(2, 3, seed=14)
     expect = math.acos(max(-1.0, min(1.0, (two[0] @ two[1]).item())))
     assert metrics.nearest_neighbor_angles(two, block_size=min(b, 2)).tolist() == pytest.approx([expect] * 2, abs=1e-12)
+
+
+def test_sort_rows_orders_ties_by_index_like_a_stable_sort():
+    # the CPU fast path of the sliced sort (numpy's unstable argsort + a re-sort of tie runs)
+    # must give exactly torch's stable sort: a tie's gradient depends on that order
+    from dispersion.regularizers.sliced import _sort_rows
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(100):
+        L, n = int(torch.randint(1, 6, (1,), generator=g)), int(torch.randint(2, 300, (1,), generator=g))
+        theta = torch.randint(0, int(torch.randint(1, 40, (1,), generator=g)), (L, n), generator=g).to(torch.float32)
+        v, i = _sort_rows(theta)
+        v0, i0 = torch.sort(theta, dim=1, stable=True)
+        assert torch.equal(v, v0) and torch.equal(i, i0)
