@@ -25,7 +25,9 @@ __version__ = "0.1.0"
 
 #: Public names and the module that defines each (imported on first access).
 _LAZY = {
-    "metrics": None, "sphere": None,
+    # subpackages and modules, importable as attributes (``dispersion.optim.RiemannianAdam``)
+    **{name: None for name in ("metrics", "sphere", "optim", "prototypes", "regularizers", "training",
+                               "data", "models", "report", "experiments")},
     **{name: "regularizers" for name in (
         "METHODS", "MHE", "MMA", "MMCS", "SSW", "KoLeo", "Lloyd", "Regularizer", "Sliced", "Uniformity",
         "build", "method_parameters",
@@ -36,11 +38,12 @@ _LAZY = {
 __all__ = [
     "METHODS", "build", "method_parameters", "Regularizer",
     "MHE", "MMA", "KoLeo", "MMCS", "Lloyd", "Sliced", "SSW", "Uniformity",
-    "metrics", "sphere", "audit", "AuditReport", "disperse", "__version__",
+    "metrics", "sphere", "optim", "prototypes", "regularizers", "training", "data", "models", "report",
+    "experiments", "audit", "AuditReport", "disperse", "__version__",
 ]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports on demand
-    from . import metrics, sphere
+    from . import data, experiments, metrics, models, optim, prototypes, regularizers, report, sphere, training
     from .regularizers import (
         METHODS,
         MHE,

@@ -50,3 +50,13 @@ def test_layout():
               "tests", "paper", "notebooks", "environment.yml", "pyproject.toml", "Makefile", "README.md", "LICENSE",
               "CITATION.cff", ".ci/run"]:
         assert (ROOT / p).exists(), p
+
+
+def test_subpackages_are_attributes_of_the_package():
+    import dispersion
+
+    assert dispersion.optim.RiemannianAdam.__module__ == "dispersion.optim"
+    assert dispersion.prototypes.place_prototypes is not None
+    assert "sliced" in dispersion.regularizers.METHODS
+    for name in ("metrics", "sphere", "optim", "prototypes", "regularizers", "training"):
+        assert name in dir(dispersion)
