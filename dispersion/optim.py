@@ -320,6 +320,31 @@ class _SphereOptimizer(torch.optim.Optimizer):
     """Shared plumbing: one scratch tensor per parameter, kept outside ``state`` (it is not part of
     ``state_dict``) and reallocated if the parameter changes shape, dtype or device."""
 
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One update of every parameter that has a gradient; returns ``closure()`` if given."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                if param.grad.is_sparse:
+                    raise ValueError(f"{type(self).__name__} does not support sparse gradients")
+                p, g = _plain(param), _plain(param.grad)
+                work = self._work(param, p)
+                # the Riemannian gradient r = g − ⟨p, g⟩ p, in the scratch buffer
+                r = torch.addcmul(g, p, _row_dot(p, g, work), value=-1.0, out=work)
+                self._update(group, self.state[param], p, g, r)
+        return loss
+
+    def _update(self, group: dict, state: dict, p: torch.Tensor, g: torch.Tensor, r: torch.Tensor) -> None:
+        """Move the rows of ``p`` (in place) given the Euclidean gradient ``g`` and the Riemannian
+        gradient ``r`` (held in the scratch buffer, free to overwrite)."""
+        raise NotImplementedError
+
     def _work(self, param: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         scratch = self.__dict__.setdefault("_scratch", {})
         w = scratch.get(param)
@@ -387,47 +412,29 @@ class RiemannianAdam(_SphereOptimizer):
         groups = _sphere_rows(params, "RiemannianAdam")
         super().__init__(groups, dict(lr=lr, betas=(float(betas[0]), float(betas[1])), eps=eps, amsgrad=bool(amsgrad)))
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        """One update of every parameter that has a gradient; returns ``closure()`` if given."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            b1, b2 = group["betas"]
-            lr, eps, amsgrad = group["lr"], group["eps"], group["amsgrad"]
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                if param.grad.is_sparse:
-                    raise ValueError("RiemannianAdam does not support sparse gradients")
-                p, g = _plain(param), _plain(param.grad)
-                state = self.state[param]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = p.new_zeros(p.shape[:-1] + (1,))
-                    if amsgrad:
-                        state["max_exp_avg_sq"] = p.new_zeros(p.shape[:-1] + (1,))
-                state["step"] += 1
-                t = state["step"]
-                m, v = state["exp_avg"], state["exp_avg_sq"]
-                work = self._work(param, p)
-                # Riemannian gradient r = g − ⟨p, g⟩ p (in the scratch buffer), and the moments
-                r = torch.addcmul(g, p, _row_dot(p, g, work), value=-1.0, out=work)
-                m.lerp_(r, 1.0 - b1)
-                v.mul_(b2).add_(_row_sqnorm(r), alpha=1.0 - b2)
-                if amsgrad:
-                    torch.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
-                    v = state["max_exp_avg_sq"]
-                bc1, bc2 = 1.0 - b1**t, 1.0 - b2**t
-                c = (v / bc2).sqrt_().add_(eps).reciprocal_().mul_(-lr / bc1)  # u = c · m, per row
-                pp, pm, mm = _row_sqnorm(p), _row_dot(p, m, work), _row_sqnorm(m)
-                ny, a, b = _retract_rows(p, m, c, pp, pm, mm)
-                # transport: m ← m − ⟨p_new, m⟩ p_new with ⟨p_new, m⟩ = (a⟨p, m⟩ + b‖m‖²)/‖y‖
-                m.addcmul_(p, (a * pm + b * mm) / ny, value=-1.0)
-        return loss
+    def _update(self, group, state, p, g, r):  # noqa: D102 - the update of the class docstring
+        b1, b2 = group["betas"]
+        lr, eps, amsgrad = group["lr"], group["eps"], group["amsgrad"]
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = torch.zeros_like(p)
+            state["exp_avg_sq"] = p.new_zeros(p.shape[:-1] + (1,))
+            if amsgrad:
+                state["max_exp_avg_sq"] = p.new_zeros(p.shape[:-1] + (1,))
+        state["step"] += 1
+        t = state["step"]
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m.lerp_(r, 1.0 - b1)
+        v.mul_(b2).add_(_row_sqnorm(r), alpha=1.0 - b2)
+        if amsgrad:
+            torch.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
+            v = state["max_exp_avg_sq"]
+        bc1, bc2 = 1.0 - b1**t, 1.0 - b2**t
+        c = (v / bc2).sqrt_().add_(eps).reciprocal_().mul_(-lr / bc1)  # u = c · m, per row
+        pp, pm, mm = _row_sqnorm(p), _row_dot(p, m, r), _row_sqnorm(m)  # (r is free: scratch)
+        ny, a, b = _retract_rows(p, m, c, pp, pm, mm)
+        # transport: m ← m − ⟨p_new, m⟩ p_new with ⟨p_new, m⟩ = (a⟨p, m⟩ + b‖m‖²)/‖y‖
+        m.addcmul_(p, (a * pm + b * mm) / ny, value=-1.0)
 
 
 class RiemannianSGD(_SphereOptimizer):
@@ -458,37 +465,20 @@ class RiemannianSGD(_SphereOptimizer):
         super().__init__(groups, dict(lr=lr, momentum=float(momentum), dampening=float(dampening),
                                       nesterov=bool(nesterov)))
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        """One update of every parameter that has a gradient; returns ``closure()`` if given."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lr, mu, damp, nesterov = group["lr"], group["momentum"], group["dampening"], group["nesterov"]
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                if param.grad.is_sparse:
-                    raise ValueError("RiemannianSGD does not support sparse gradients")
-                p, g = _plain(param), _plain(param.grad)
-                state = self.state[param]
-                work = self._work(param, p)
-                r = torch.addcmul(g, p, _row_dot(p, g, work), value=-1.0, out=work)
-                if mu > 0:
-                    if "momentum_buffer" not in state:
-                        state["momentum_buffer"] = g.clone()  # geoopt: the raw gradient of step 1
-                    buf = state["momentum_buffer"]
-                    buf.mul_(mu).add_(r, alpha=1.0 - damp)
-                    direction = r.add_(buf, alpha=mu) if nesterov else buf
-                else:
-                    buf, direction = None, r
-                pp, dd = _row_sqnorm(p), _row_sqnorm(direction)
-                pd = _row_dot(p, direction, torch.empty_like(p) if direction is work else work)
-                ny, a, b = _retract_rows(p, direction, -lr, pp, pd, dd)
-                if buf is direction:  # ⟨p_new, b⟩ = (a⟨p, b⟩ + b‖b‖²)/‖y‖ from the row scalars at hand
-                    buf.addcmul_(p, (a * pd + b * dd) / ny, value=-1.0)
-                elif buf is not None:
-                    buf.addcmul_(p, _row_dot(p, buf, work), value=-1.0)
-        return loss
+    def _update(self, group, state, p, g, r):  # noqa: D102 - the update of the class docstring
+        lr, mu, damp, nesterov = group["lr"], group["momentum"], group["dampening"], group["nesterov"]
+        if mu > 0:
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = g.clone()  # geoopt: the raw gradient of step 1
+            buf = state["momentum_buffer"]
+            buf.mul_(mu).add_(r, alpha=1.0 - damp)
+            direction = r.add_(buf, alpha=mu) if nesterov else buf
+        else:
+            buf, direction = None, r
+        pp, dd = _row_sqnorm(p), _row_sqnorm(direction)
+        pd = _row_dot(p, direction, torch.empty_like(p) if direction is r else r)
+        ny, a, b = _retract_rows(p, direction, -lr, pp, pd, dd)
+        if buf is direction:  # ⟨p_new, b⟩ = (a⟨p, b⟩ + b‖b‖²)/‖y‖ from the row scalars at hand
+            buf.addcmul_(p, (a * pd + b * dd) / ny, value=-1.0)
+        elif buf is not None:
+            buf.addcmul_(p, _row_dot(p, buf, torch.empty_like(p) if r is direction else r), value=-1.0)
