@@ -511,7 +511,8 @@ class AuditReport:
                 "statistic": label + unit,
                 "table": _fmt(_deg(key, v)) + (f" ± {_fmt(_deg(key, se))} (s.e.)" if se else ""),
                 "mean-centred": _fmt(_deg(key, cv)) if cv is not None else "—",
-                "uniform, draws": (f"{_fmt(_deg(key, r['mean']))} ± {_fmt(_deg(key, r['std']))}" if r else "—"),
+                "uniform, draws": ("—" if not r else _fmt(_deg(key, r["mean"])) if len(r["values"]) < 2
+                                   else f"{_fmt(_deg(key, r['mean']))} ± {_fmt(_deg(key, r['std']))}"),
                 "uniform, closed form": _fmt(_deg(key, cf)) if cf is not None else "—",
             })
         return rows
