@@ -734,6 +734,7 @@ class AuditReport:
         sns.heatmap(C, vmin=-1, vmax=1, cmap="RdBu_r", annot=len(rows) <= 16, fmt=".2f", annot_kws={"size": 6},
                     xticklabels=[str(i) for i in rows], yticklabels=names, square=True, ax=ax,
                     cbar_kws={"label": "cosine similarity"})
+        ax.tick_params(axis="x", rotation=90)  # row numbers of a large table overlap otherwise
         ax.set_title(f"cosine similarity, {self.source}", fontsize=9)
         return save_figure(fig, stem)
 
