@@ -295,10 +295,23 @@ def _cmd_disperse(args) -> None:
     Y = res.X.double().numpy()
     if args.keep_norms:
         Y = Y * np.linalg.norm(tab.X.astype(np.float64), axis=1, keepdims=True)
-    save_table(args.out, Y, tab)
-    if args.history:
-        atomic_write_json(args.history, {"settings": res.settings, "wall_time_s": res.wall_time_s,
-                                         "history": res.history})
+    # the table and its history as a set: the history goes in first and is removed again if the
+    # table cannot be written, so a failed run never leaves one without the other
+    hist = Path(args.history) if args.history else None
+    old_hist = hist.read_bytes() if hist is not None and hist.exists() else None
+    if hist is not None:
+        atomic_write_json(hist, {"settings": res.settings, "wall_time_s": res.wall_time_s, "history": res.history})
+    try:
+        save_table(args.out, Y, tab)
+    except BaseException:
+        if hist is not None:
+            if old_hist is None:
+                hist.unlink(missing_ok=True)
+            else:
+                from .runio import atomic_save
+
+                atomic_save(hist, lambda tmp: Path(tmp).write_bytes(old_hist))
+        raise
     h0, h1 = res.history[0], res.history[-1]
     print(f"{args.method} + {args.fidelity} (λ = {args.weight}): mean NN angle {h0['mean_nn_angle_deg']:.2f}° -> "
           f"{h1['mean_nn_angle_deg']:.2f}°, recall@{args.k} {h1[f'recall@{args.k}']:.3f}, circular variance "

@@ -147,3 +147,22 @@ def test_command_line_writes_the_spread_table_in_the_input_format(tmp_path):
     assert h["settings"]["method"] == "uniformity" and h["history"][-1]["step"] == 30
     with pytest.raises(SystemExit):
         main(["disperse", str(tmp_path / "t.csv"), "--out", str(tmp_path / "o.npy"), "--method", "mma"])
+
+
+def test_command_line_leaves_no_history_without_its_table(tmp_path, monkeypatch):
+    import numpy as np
+
+    from dispersion.__main__ import main
+    from dispersion.data import tables
+
+    np.save(tmp_path / "t.npy", random_sphere(30, 4, seed=1).numpy())
+
+    def broken(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tables, "save_table", broken)
+    with pytest.raises(SystemExit) as err:  # the command line reports an OSError with exit status 1
+        main(["disperse", str(tmp_path / "t.npy"), "--out", str(tmp_path / "o.npy"), "--method", "mma", "--steps", "2",
+              "--k", "3", "--history", str(tmp_path / "h.json"), "--no-progress"])
+    assert err.value.code == 1
+    assert not (tmp_path / "h.json").exists() and not (tmp_path / "o.npy").exists()
