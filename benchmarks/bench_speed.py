@@ -274,7 +274,7 @@ def _ms(t: float) -> str:
 def markdown(rows: list[dict], meta: dict) -> str:
     out = [f"Measured on {meta['device_name']}, {meta['threads']} thread(s), float32, torch {meta['torch']}, "
            "median of repeats after a warm-up; the machine is shared, so compare within a row. Per part: "
-           + "; ".join(f"{part} {m['date']}, load average {m['load_before']} before, {m['load_after']} after"
+           + "; ".join(f"{part} {m['date']}, load average {m['load_before']} before, {m.get('load_after', '?')} after"
                        for part, m in meta.get("meta_by_part", {}).items()) + ".", ""]
     opt = [r for r in rows if r["part"] == "optimizer"]
     if opt:
@@ -390,7 +390,7 @@ def main(argv=None) -> None:
         old = json.loads(stem.with_suffix(".json").read_text())
         rows = [r for r in old["rows"] if r["part"] not in args.parts]
         for part in dict.fromkeys(r["part"] for r in rows):
-            meta_by_part[part] = old.get("meta_by_part", {}).get(part, old["meta"])
+            meta_by_part[part] = old["meta"].get("meta_by_part", {}).get(part, old["meta"])
     grid = [(20000, 64), (1000, 64), (1000, 512), (100000, 64), (100000, 512), (1000000, 64), (1000000, 512)]
     runners = {
         "optimizer": lambda: bench_optimizer(args.device, grid),
