@@ -3,7 +3,8 @@
 Every function takes ``X`` of shape (N, d) with unit rows (float32 or float64, CPU or CUDA)
 and never builds the N×N matrix: rows are processed in blocks of ``block_size`` (chosen
 automatically: a block of cosines holds about 2^24 entries, 64 MiB in float32; the
-nearest-neighbour search uses at least 512 rows), and only the pairs i < j are formed. Only
+nearest-neighbour search uses 256 rows on the CPU and at least that elsewhere), and only the
+pairs i < j are formed. Only
 the true diagonal i = j is excluded from the nearest-neighbour searches — never the diagonal
 of an off-diagonal block — so duplicated points that fall in different blocks give angle 0.
 
