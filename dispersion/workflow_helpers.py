@@ -262,12 +262,11 @@ def synthetic_specs(config: dict) -> dict[tuple[str, str, str, int], dict]:
                         log_every=m["log_every"])
     if "regimes" in s:
         r = s["regimes"]
-        for n in r["n"]:
-            for d in r["d"]:
-                for v in ["reference", *r.get("methods", s["methods"])]:
-                    for seed in r.get("seeds", s["seeds"]):
-                        add("regimes", f"n{n}_d{d}", v, seed, n=n, d=d, init=r["init"], steps=r["steps"],
-                            log_every=r["steps"])
+        for n, d in regime_cells(r):
+            for v in ["reference", *r.get("methods", s["methods"])]:
+                for seed in r.get("seeds", s["seeds"]):
+                    add("regimes", f"n{n}_d{d}", v, seed, n=n, d=d, init=r["init"], steps=r["steps"],
+                        log_every=r["steps"])
     if "slices" in s:
         sl = s["slices"]
         for L in sl["n_slices"]:
@@ -295,6 +294,14 @@ def synthetic_specs(config: dict) -> dict[tuple[str, str, str, int], dict]:
                     add("optimizers", opt, v, seed, n=o["n"], d=o["d"], init=o["init"], steps=o["steps"],
                         log_every=o["steps"], optimizer=opt)
     return out
+
+
+def regime_cells(regimes: dict) -> list[tuple[int, int]]:
+    """The (N, d) cells of the regime grid that are run: every pair of ``regimes.n`` ×
+    ``regimes.d`` whose N·d is at most ``regimes.max_nd`` (all of them when it is absent or
+    null), in grid order."""
+    cap = regimes.get("max_nd")
+    return [(n, d) for n in regimes["n"] for d in regimes["d"] if cap is None or n * d <= cap]
 
 
 def synthetic_studies(config: dict) -> list[str]:
