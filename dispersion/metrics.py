@@ -23,7 +23,7 @@ import math
 import torch
 
 from ._checks import check_points, is_int
-from ._sweep import _measure, cosine_error_bound, nearest_neighbors_exact
+from ._sweep import _measure, auto_block_size, cosine_error_bound, nearest_neighbors_exact, upper_blocks
 
 __all__ = [
     "nearest_neighbor_angles",
@@ -32,11 +32,12 @@ __all__ = [
     "mean_angle",
     "median_angle",
     "summary",
-    "auto_block_size",
     "knn",
     "knn_recall",
 ]
 
+#: Cosines per block of the pairwise-angle sweeps (``mean_angle``, ``median_angle``) with
+#: ``block_size=None``: 2^24 entries, 64 MiB in float32.
 _BLOCK_ENTRIES = 2**24
 #: Rows per block of the nearest-neighbour search on the CPU, and the least on other devices
 #: (measured on the 2-core CPU at N = 20 000, d = 64: 256 rows fastest, as for the bare
@@ -44,19 +45,19 @@ _BLOCK_ENTRIES = 2**24
 _MIN_NN_BLOCK = 256
 
 
-def auto_block_size(n: int, budget_entries: int = _BLOCK_ENTRIES) -> int:
-    """Rows per block so that a (block, n) cosine block has at most ``budget_entries`` entries."""
-    return max(1, min(n, budget_entries // max(n, 1)))
+def _budget_rows(X: torch.Tensor) -> int:
+    """Rows per block so that a (block, N) cosine block holds about :data:`_BLOCK_ENTRIES`
+    entries (:func:`dispersion._sweep.auto_block_size` with that budget, one tensor per row)."""
+    n, d = X.shape
+    return auto_block_size(n, d, X.dtype, X.device, budget_bytes=_BLOCK_ENTRIES * X.element_size(), temporaries=1)
 
 
-def _blocks(n: int, block_size: int | None):
+def _blocks(X: torch.Tensor, block_size: int | None):
     if block_size is None:
-        block_size = auto_block_size(n)
+        block_size = _budget_rows(X)
     if not is_int(block_size) or block_size < 1:
         raise ValueError(f"block_size must be a positive int or None, got {block_size!r}")
-    block_size = int(block_size)
-    for start in range(0, n, block_size):
-        yield start, min(n, start + block_size)
+    return upper_blocks(X.shape[0], int(block_size))
 
 
 @torch.no_grad()
@@ -87,7 +88,7 @@ def _nearest(X: torch.Tensor, block_size: int | None) -> tuple[torch.Tensor, tor
     """(angles float64 (N,), indices (N,)) of the exact nearest neighbours of validated ``X``."""
     n = X.shape[0]
     if block_size is None:
-        block_size = _MIN_NN_BLOCK if X.device.type == "cpu" else max(auto_block_size(n), _MIN_NN_BLOCK)
+        block_size = _MIN_NN_BLOCK if X.device.type == "cpu" else max(_budget_rows(X), _MIN_NN_BLOCK)
     if not is_int(block_size) or block_size < 1:
         raise ValueError(f"block_size must be a positive int or None, got {block_size!r}")
     return nearest_neighbors_exact(X, int(block_size))
@@ -120,7 +121,7 @@ def _upper_angle_blocks(X: torch.Tensor, block_size: int | None):
     (a view, no boolean gather).
     """
     n = X.shape[0]
-    for s, e in _blocks(n, block_size):
+    for s, e in _blocks(X, block_size):
         G = X[s:e] @ X[s:].T  # rows s..e, columns s..n
         b = e - s
         iu = torch.triu_indices(b, b, offset=1, device=X.device)
@@ -204,8 +205,6 @@ def summary(X: torch.Tensor, block_size: int | None = None, pairwise_stats: bool
 #: Extra cosine candidates per row beyond k that :func:`knn` re-measures with the chordal
 #: formula, so that float rounding of cosines cannot drop a true neighbour tied within ~3e-4 rad.
 _KNN_EXTRA_CANDIDATES = 4
-#: Cosines per block of :func:`knn` with ``block_size=None`` (64 MiB in float32).
-_KNN_BLOCK_ENTRIES = 2**24
 
 
 def _knn_check_k(k, n: int, name: str = "k") -> int:
@@ -217,9 +216,9 @@ def _knn_check_k(k, n: int, name: str = "k") -> int:
     return k
 
 
-def _knn_block_rows(n: int, block_size: int | None) -> int:
+def _knn_block_rows(X: torch.Tensor, block_size: int | None) -> int:
     if block_size is None:
-        return max(1, min(n, _KNN_BLOCK_ENTRIES // max(n, 1)))
+        return _budget_rows(X)
     if not is_int(block_size) or block_size < 1:
         raise ValueError(f"block_size must be a positive int or None, got {block_size!r}")
     return int(block_size)
@@ -251,7 +250,7 @@ def knn(X: torch.Tensor, k: int, block_size: int | None = None) -> tuple[torch.T
     n = X.shape[0]
     k = _knn_check_k(k, n)
     m = min(n - 1, k + _KNN_EXTRA_CANDIDATES)
-    block = _knn_block_rows(n, block_size)
+    block = _knn_block_rows(X, block_size)
     indices = torch.empty((n, k), dtype=torch.long, device=X.device)
     angles = torch.empty((n, k), dtype=X.dtype, device=X.device)
     eps2 = 2.0 * cosine_error_bound(X.shape[1], X.dtype, X.device)

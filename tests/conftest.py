@@ -29,3 +29,11 @@ def rng():
 
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def value_and_grad(fn, X):
+    """(value, gradient) of the scalar ``fn`` at a copy of ``X``."""
+    Y = X.clone().requires_grad_()
+    v = fn(Y)
+    v.backward()
+    return v.detach(), Y.grad

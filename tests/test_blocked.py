@@ -13,7 +13,7 @@ from dispersion.regularizers.sliced import (
     sliced_energy_from_angles,
     sliced_energy_from_projections,
 )
-from conftest import DEVICES, random_sphere
+from conftest import DEVICES, random_sphere, value_and_grad
 
 KERNEL_CASES = [
     ("gaussian", "chordal", 1.0, 1.0),
@@ -44,13 +44,6 @@ def points_with_duplicates(n=37, d=5, seed=0):
     X[30] = X[3]
     X[20] = -X[10]
     return X
-
-
-def value_and_grad(fn, X):
-    Y = X.clone().requires_grad_()
-    v = fn(Y)
-    v.backward()
-    return v.detach(), Y.grad
 
 
 @pytest.mark.parametrize("kernel,distance,gamma,s", KERNEL_CASES, ids=KERNEL_IDS)
@@ -188,81 +181,6 @@ def test_bad_block_size():
         blocked.blocked_mhe_energy(X, kernel="cauchy")
 
 
-def test_auto_block_size_follows_the_budget():
-    # b rows cost itemsize * (temporaries * n + d) bytes
-    assert blocked.auto_block_size(1000, 64, torch.float32, budget_bytes=4 * (6 * 1000 + 64) * 100) == 96
-    assert blocked.auto_block_size(1000, 64, torch.float64, budget_bytes=8 * (6 * 1000 + 64) * 10) == 10
-    assert blocked.auto_block_size(1000, 64, torch.float32, budget_bytes=1) == 1  # at least one row
-    assert blocked.auto_block_size(50, 64, torch.float32, budget_bytes=2**30) == 50  # at most n
-    # the CPU default: a fixed budget and a cap on the rows
-    b = blocked.auto_block_size(10_000, 64)
-    assert 1 <= b <= blocked.CPU_MAX_BLOCK_ROWS
-    assert blocked.auto_block_size(10**6, 64) < blocked.auto_block_size(10**5, 64)
-    with pytest.raises(ValueError, match="n must"):
-        blocked.auto_block_size(0, 3)
-    with pytest.raises(ValueError, match="budget_bytes"):
-        blocked.auto_block_size(10, 3, budget_bytes=0)
-    with pytest.raises(TypeError, match="dtype"):
-        blocked.auto_block_size(10, 3, dtype=torch.int64)
-
-
-def test_auto_block_size_on_a_simulated_small_cuda_memory(monkeypatch):
-    # 10 MB free on a (simulated) GPU: half of it for blocks of 6 temporaries of n float32s
-    free = 10 * 10**6
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, 80 * 2**30))
-    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 0)
-    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 0)
-    n, d = 20_000, 128
-    expected = int(blocked.CUDA_FREE_FRACTION * free) // (4 * (6 * n + d))
-    assert blocked.auto_block_size(n, d, torch.float32, "cuda") == expected == 10
-    # plenty of memory: capped by CUDA_BLOCK_BUDGET_BYTES, not by the free memory
-    free = 10**12
-    b = blocked.auto_block_size(n, d, torch.float32, "cuda")
-    assert b * 4 * (6 * n + d) <= blocked.CUDA_BLOCK_BUDGET_BYTES
-
-
-def test_auto_block_size_on_a_simulated_small_cpu_budget(monkeypatch):
-    # A budget of 7 rows: the module's "auto" path runs in several blocks and still matches
-    n, d = 60, 4
-    monkeypatch.setattr(blocked, "CPU_BLOCK_BUDGET_BYTES", 8 * (6 * n + d) * 7)
-    X = random_sphere(n, d, seed=9)
-    assert blocked.resolve_block_size("auto", X) == 7
-    X[55] = X[2]  # a duplicate pair, in different blocks of 7
-    v0, g0 = value_and_grad(lambda Y: pairwise.mhe_energy(Y, "riesz", "chordal"), X)
-    v, g = value_and_grad(dispersion.build("mhe", kernel="riesz", block_size="auto"), X)
-    assert v.item() == pytest.approx(v0.item(), rel=1e-12)
-    torch.testing.assert_close(g, g0, rtol=1e-10, atol=1e-12 * g0.abs().max().item())
-    _, i = blocked.nearest_neighbors(X, "auto")
-    assert i[2].item() == 55 and i[55].item() == 2
-
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_dtype_and_device(device, dtype):
-    X = random_sphere(50, 6, seed=10, dtype=dtype).to(device).requires_grad_()
-    for fn in (lambda Y: blocked.blocked_mhe_energy(Y, "laplace", "geodesic", block_size=16),
-               lambda Y: blocked.blocked_mma_loss(Y, block_size=16)):
-        v = fn(X)
-        v.backward()
-        assert v.dtype == dtype and v.device.type == device and X.grad.dtype == dtype
-        X.grad = None
-
-
-# ---- sliced: the fused value-and-gradient path against the reference composition ----
-
-
-@pytest.mark.parametrize("axis_aligned", [False, True])
-def test_fused_sliced_equals_reference(axis_aligned):
-    X = random_sphere(101, 7, seed=11)
-    X[5] = X[80]
-    reg_a = dispersion.build("sliced", n_slices=5, axis_aligned=axis_aligned, generator=torch.Generator().manual_seed(3))
-    reg_b = dispersion.build("sliced", n_slices=5, axis_aligned=axis_aligned, generator=torch.Generator().manual_seed(3))
-    v0, g0 = value_and_grad(lambda Y: sliced_energy_from_angles(reg_a.angles(Y)), X)
-    v, g = value_and_grad(reg_b, X)
-    assert v.item() == pytest.approx(v0.item(), rel=1e-13)
-    torch.testing.assert_close(g, g0, rtol=1e-10, atol=1e-13)
-
-
 def test_fused_sliced_from_projections_handles_a_point_off_the_circle():
     # a point orthogonal to the circle (x = y = 0) gets θ = 0 and no gradient, as _safe_atan2
     P = torch.randn(2, 3, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(12))
@@ -311,3 +229,30 @@ def test_sort_rows_orders_ties_by_index_like_a_stable_sort():
         v, i = _sort_rows(theta)
         v0, i0 = torch.sort(theta, dim=1, stable=True)
         assert torch.equal(v, v0) and torch.equal(i, i0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dtype_and_device(device, dtype):
+    X = random_sphere(50, 6, seed=10, dtype=dtype).to(device).requires_grad_()
+    for fn in (lambda Y: blocked.blocked_mhe_energy(Y, "laplace", "geodesic", block_size=16),
+               lambda Y: blocked.blocked_mma_loss(Y, block_size=16)):
+        v = fn(X)
+        v.backward()
+        assert v.dtype == dtype and v.device.type == device and X.grad.dtype == dtype
+        X.grad = None
+
+
+# ---- sliced: the fused value-and-gradient path against the reference composition ----
+
+
+@pytest.mark.parametrize("axis_aligned", [False, True])
+def test_fused_sliced_equals_reference(axis_aligned):
+    X = random_sphere(101, 7, seed=11)
+    X[5] = X[80]
+    reg_a = dispersion.build("sliced", n_slices=5, axis_aligned=axis_aligned, generator=torch.Generator().manual_seed(3))
+    reg_b = dispersion.build("sliced", n_slices=5, axis_aligned=axis_aligned, generator=torch.Generator().manual_seed(3))
+    v0, g0 = value_and_grad(lambda Y: sliced_energy_from_angles(reg_a.angles(Y)), X)
+    v, g = value_and_grad(reg_b, X)
+    assert v.item() == pytest.approx(v0.item(), rel=1e-13)
+    torch.testing.assert_close(g, g0, rtol=1e-10, atol=1e-13)

@@ -31,8 +31,8 @@ import math
 import torch
 
 from .._checks import check_positive
+from .._sweep import resolve_block_size, upper_blocks
 from .base import Regularizer
-from .blocked import resolve_block_size
 from .pairwise import _BlockSizeMixin, _check_block_size, _dense
 
 __all__ = ["uniformity_loss", "blocked_uniformity_loss", "BlockedUniformity", "Uniformity"]
@@ -59,8 +59,7 @@ def _lse_and_grad(X: torch.Tensor, t: float, block: int, with_grad: bool):
     total = torch.zeros((), dtype=torch.float64, device=X.device)
     grad = torch.zeros_like(X) if with_grad else None
     drop_full = torch.ones(min(block, n), min(block, n), dtype=torch.bool, device=X.device).tril_()
-    for s0 in range(0, n, block):
-        e0 = min(n, s0 + block)
+    for s0, e0 in upper_blocks(n, block):
         b = e0 - s0
         Xi, Xj = X[s0:e0], X[s0:]
         Z = (Xi @ Xj.T).sub_(1).mul_(2 * t)  # (b, n − s0)
@@ -118,7 +117,7 @@ def blocked_uniformity_loss(X: torch.Tensor, t: float = 2.0, block_size: int | s
     """L_unif(X; t) in row blocks: same value and gradient as :func:`uniformity_loss` without
     the N×N matrix; O(N² d) time (1.5 N²d multiply–adds with the gradient), O(N · block)
     memory. ``X`` (N ≥ 2, d) unit rows; ``block_size``: rows per block, ``None``/``"auto"``
-    for :func:`dispersion.regularizers.blocked.auto_block_size`. Once differentiable.
+    for :func:`dispersion._sweep.auto_block_size`. Once differentiable.
 
     Raises ``ValueError`` for t ≤ 0, a bad ``block_size`` or X not of shape (N ≥ 2, d).
     """
