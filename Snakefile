@@ -22,8 +22,8 @@ include: "workflow/rules/paper.smk"
 rule all:
     default_target: True
     input:
-        paths.tammes_outputs(),
-        paths.synthetic_outputs(),
+        tammes_paths.outputs(),
+        synthetic_paths.outputs(),
         image_paths.outputs(),
         text_paths.outputs(),
         paths.res("paper", "STATUS.txt"),

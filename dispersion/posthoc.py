@@ -50,6 +50,7 @@ from typing import Any
 import torch
 
 from . import metrics
+from ._loop import progress_bar
 from .optim import OPTIMIZERS, make_optimizer, sphere_parameter
 from .regularizers import build
 
@@ -240,11 +241,7 @@ def disperse(
         "weight": weight, "k": k, "margin": margin if fidelity == "knn_margin" else None, "batch_size": batch_size,
         "optimizer": optimizer, "seed": seed, "n": n, "d": P.shape[1]})
     res.history.append(record(0, None, None))
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=steps, desc=f"disperse {method}", unit="step", dynamic_ncols=True)
+    bar = progress_bar(steps, desc=f"disperse {method}", enabled=progress)
     t0 = time.perf_counter()
     for step in range(1, steps + 1):
         opt.zero_grad(set_to_none=True)
@@ -263,56 +260,8 @@ def disperse(
                 Y.copy_(torch.nn.functional.normalize(Y, dim=1))
         if step % log_every == 0 or step == steps:
             res.history.append(record(step, float(r.detach()), float(f.detach())))
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+        bar.update(1)
+    bar.close()
     res.wall_time_s = time.perf_counter() - t0
     res.X = torch.nn.functional.normalize(Y.detach().clone(), dim=1)
     return res
-
-
-# ----------------------------------------------------------------------------------------
-# command line: python -m dispersion disperse
-# ----------------------------------------------------------------------------------------
-
-
-def _cmd_disperse(args) -> None:
-    from pathlib import Path
-
-    import numpy as np
-
-    from .data.tables import load_table, read_lines, save_table
-    from .runio import atomic_write_json
-
-    if Path(args.out).suffix.lower() != Path(args.path).suffix.lower():
-        raise SystemExit(f"disperse: --out {args.out} must have the input's suffix {Path(args.path).suffix!r}")
-    tab = load_table(args.path, key=args.key, label_column=args.label_column, vector_column=args.vector_column)
-    labels = read_lines(args.labels, "--labels file") if args.labels else tab.labels
-    res = disperse(tab.X, args.method, params=args.params, steps=args.steps, lr=args.lr, fidelity=args.fidelity,
-                   weight=args.weight, k=args.k, margin=args.margin, batch_size=args.batch_size,
-                   optimizer=args.optimizer, labels=labels, seed=args.seed, progress=not args.no_progress)
-    Y = res.X.double().numpy()
-    if args.keep_norms:
-        Y = Y * np.linalg.norm(tab.X.astype(np.float64), axis=1, keepdims=True)
-    # the table and its history as a set: the history goes in first and is removed again if the
-    # table cannot be written, so a failed run never leaves one without the other
-    hist = Path(args.history) if args.history else None
-    old_hist = hist.read_bytes() if hist is not None and hist.exists() else None
-    if hist is not None:
-        atomic_write_json(hist, {"settings": res.settings, "wall_time_s": res.wall_time_s, "history": res.history})
-    try:
-        save_table(args.out, Y, tab)
-    except BaseException:
-        if hist is not None:
-            if old_hist is None:
-                hist.unlink(missing_ok=True)
-            else:
-                from .runio import atomic_save
-
-                atomic_save(hist, lambda tmp: Path(tmp).write_bytes(old_hist))
-        raise
-    h0, h1 = res.history[0], res.history[-1]
-    print(f"{args.method} + {args.fidelity} (λ = {args.weight}): mean NN angle {h0['mean_nn_angle_deg']:.2f}° -> "
-          f"{h1['mean_nn_angle_deg']:.2f}°, recall@{args.k} {h1[f'recall@{args.k}']:.3f}, circular variance "
-          f"{h0['circular_variance']:.3f} -> {h1['circular_variance']:.3f} ({res.wall_time_s:.1f} s) -> {args.out}")

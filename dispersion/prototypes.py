@@ -9,15 +9,18 @@ Shared by the image and the text experiments.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
+from . import metrics
 from ._checks import check_points, check_positive_int
 from .optim import optimize
 from .regularizers import METHODS, build
 from .runio import seed_everything
 from .sphere import uniform
 
-__all__ = ["PROTOTYPE_METHODS", "place_prototypes", "prototype_loss", "prototype_predict"]
+__all__ = ["PROTOTYPE_METHODS", "place_prototypes", "place_and_measure", "prototype_loss", "prototype_predict"]
 
 #: ``uniform`` (random prototypes, no dispersion) plus every regularizer.
 PROTOTYPE_METHODS = ("uniform", *METHODS)
@@ -61,6 +64,36 @@ def place_prototypes(
         return P0
     reg = build(method, generator=gen, **(params or {}))
     return optimize(P0, reg, steps=steps, lr=lr, optimizer=optimizer, progress=progress, desc=f"prototypes {method}").X
+
+
+def place_and_measure(
+    n_classes: int,
+    dim: int,
+    method: str | None,
+    params: dict | None = None,
+    *,
+    steps: int = 10_000,
+    lr: float = 5e-3,
+    optimizer: str = "riemannian_adam",
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> tuple[torch.Tensor, dict]:
+    """Prototypes placed by :func:`place_prototypes`, as a classifier uses them, and their geometry.
+
+    Returns ``(P, geometry)``: P (C, D) float32 with unit rows, detached — placed in ``dtype``
+    and, when that is float64, re-normalised in float64 before the cast, so that the rows are
+    unit to float32 rounding — and ``geometry`` = ``{"min_angle"`` (radians), ``"min_angle_deg"``,
+    ``"circular_variance"}`` of P. Shared by the image and text classification experiments.
+    Raises as :func:`place_prototypes`.
+    """
+    P = place_prototypes(n_classes, dim, method, params, steps=steps, lr=lr, seed=seed, device=device,
+                         optimizer=optimizer, dtype=dtype, progress=progress).detach()
+    P = torch.nn.functional.normalize(P.double(), dim=1).float() if P.dtype == torch.float64 else P.float()
+    angle = metrics.min_angle(P).item()
+    return P, {"min_angle": angle, "min_angle_deg": math.degrees(angle),
+               "circular_variance": metrics.circular_variance(P).item()}
 
 
 def _check_outputs(z: torch.Tensor, prototypes: torch.Tensor, values: bool = True) -> None:

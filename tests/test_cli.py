@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from dispersion.__main__ import main
+from dispersion.cli import main
 
 TAMMES = {"n": 6, "d": 3, "method": "mma", "params": {}, "optimizer": "riemannian_adam", "steps": 3, "lr": 0.01,
           "seed": 0, "device": "cpu"}
@@ -71,7 +71,7 @@ def test_device_option_gets_our_message(tmp_path, capsys, no_compute):
     (["tammes-run", "--spec", "[1]", "--out", "x"], "argument --spec: expected a JSON object"),
     (["tammes-run", "--out", "x"], "the following arguments are required: --spec"),
     (["tammes-rnu"], "invalid choice: 'tammes-rnu'"),
-    (["text-lm", "--spec", "{", "--corpus", "c", "--out", "o", "--seed", "0"], "--spec is not valid JSON"),
+    (["text-lm", "--spec", "{", "--corpus", "c", "--out", "o", "--seed", "0"], "argument --spec: not valid JSON"),
 ])
 def test_argument_errors_are_one_line(capsys, args, expected):
     code, err = run_cli(args, capsys)
@@ -91,9 +91,28 @@ def test_help_does_not_import_torch():
     # here). The audit and disperse commands (issue 13) register from dispersion.table_commands,
     # which imports only argparse.
     code = ("import sys; "
-            "from dispersion.__main__ import build_parser; p = build_parser(); p.format_help(); "
+            "from dispersion.cli import build_parser; p = build_parser(); p.format_help(); "
             "[p._subparsers._group_actions[0].choices[c].format_help() for c in ('tammes-run', 'synthetic-run', "
             "'image-run', 'text-lm', 'audit', 'disperse')]; "
             "print(sorted(m for m in ('torch', 'numpy', 'pandas') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "[]"
+
+
+def test_every_run_command_takes_the_same_run_options_and_spec_parser(tmp_path):
+    from dispersion.cli import build_parser
+
+    p = build_parser()
+    args = p.parse_args(["text-lm", "--spec", "{}", "--corpus", "c.pt", "--out", "o", "--seed", "3"])
+    assert args.seed == 3 and args.spec == {} and args.func is not None
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text("n: 6\nd: 3\n")
+    for cmd in ("tammes-run", "synthetic-run", "text-features"):
+        args = p.parse_args([cmd, "--spec", str(spec_file), "--out", "o", "--device", "cpu", "--threads", "1",
+                             "--no-progress"])
+        assert args.spec == {"n": 6, "d": 3} and args.device == "cpu" and args.threads == 1 and args.no_progress
+
+
+def test_main_module_is_the_command_line():
+    proc = subprocess.run([sys.executable, "-m", "dispersion", "methods"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.startswith("mhe")

@@ -120,7 +120,7 @@ def test_command_line_writes_the_spread_table_in_the_input_format(tmp_path):
     import pandas as pd
     from safetensors.torch import load_file, save_file
 
-    from dispersion.__main__ import main
+    from dispersion.cli import main
     from dispersion.data.tables import load_table
 
     g = torch.Generator().manual_seed(0)
@@ -152,7 +152,7 @@ def test_command_line_writes_the_spread_table_in_the_input_format(tmp_path):
 def test_command_line_leaves_no_history_without_its_table(tmp_path, monkeypatch):
     import numpy as np
 
-    from dispersion.__main__ import main
+    from dispersion.cli import main
     from dispersion.data import tables
 
     np.save(tmp_path / "t.npy", random_sphere(30, 4, seed=1).numpy())

@@ -12,7 +12,7 @@ import torch
 
 import dispersion
 from dispersion import sphere
-from dispersion.regularizers import pairwise
+from dispersion.regularizers import kernels, pairwise
 from dispersion.regularizers.pairwise import mhe_energy
 
 LOG_TINY32 = math.log(torch.finfo(torch.float32).tiny)  # -87.336...: exp below it is not a normal float32
@@ -110,7 +110,7 @@ def test_the_check_costs_nothing_for_parameters_that_cannot_fail(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("the pairs were scanned although no input can fail")
 
-    monkeypatch.setattr(pairwise, "_extreme_cosines", boom)
+    monkeypatch.setattr(kernels, "_extreme_cosines", boom)
     X = _points(300, 16)
     for params in ({"gamma": 1.0}, {"kernel": "laplace", "distance": "geodesic", "gamma": 10.0},
                    {"kernel": "riesz", "s": 1.0}, {"kernel": "riesz", "s": 0.0}, {"kernel": "riesz", "s": -1.0}):

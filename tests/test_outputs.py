@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from dispersion import runio
-from dispersion.__main__ import main
+from dispersion.cli import main
 from dispersion.runio import RunRecorder, atomic_save, atomic_write_text, check_writable_dir, output_set
 
 TAMMES_SPEC = {"n": 6, "d": 3, "method": "mma", "params": {}, "optimizer": "riemannian_adam", "steps": 3,

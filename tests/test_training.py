@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from dispersion.data.images import DEBIAN_FASHION_MNIST, FASHION_MNIST_MD5
-from dispersion.training import PrototypeHead, SoftmaxHead, TensorLoader, as_loader, evaluate, train_classifier
+from dispersion.training import regularized_loss, PrototypeHead, SoftmaxHead, TensorLoader, as_loader, evaluate, train_classifier
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -165,3 +165,28 @@ def test_one_training_step_on_real_images_lowers_the_loss(fmnist_cache, head_kin
     before = loss_now()
     train_classifier(model, head, TensorLoader(x, y, len(y)), epochs=1, lr=0.02, weight_decay=0.0, progress=False)
     assert loss_now() < before
+
+
+def test_regularized_loss_per_token_is_the_summed_loss_over_tokens():
+    """λ per token: the gradient equals that of (Σ_tokens CE + λ R) / n_tokens, computed naively."""
+    torch.manual_seed(0)
+    logits = torch.randn(6, 5, requires_grad=True)
+    y = torch.randint(0, 5, (6,))
+    E = torch.nn.functional.normalize(torch.randn(7, 3, dtype=torch.float32), dim=1).requires_grad_(True)
+
+    def r_of(E):
+        return (E @ E.T).pow(2).sum()
+
+    regularized_loss(torch.nn.functional.cross_entropy(logits, y), r_of(E), 10.0, 6, "token").backward()
+    g_logits, g_E = logits.grad.clone(), E.grad.clone()
+    logits.grad, E.grad = None, None
+    naive = (torch.nn.functional.cross_entropy(logits, y, reduction="sum") + 10.0 * r_of(E)) / 6
+    naive.backward()
+    assert torch.allclose(g_logits, logits.grad, atol=1e-6) and torch.allclose(g_E, E.grad, atol=1e-5)
+    ce, r = torch.tensor(2.0), torch.tensor(3.0)
+    assert regularized_loss(ce, r, 10.0, 1000, "batch").item() == pytest.approx(32.0)
+    assert regularized_loss(ce, r, 10.0, 1000, "token").item() == pytest.approx(2.03)
+    with pytest.raises(ValueError, match="lambda_per"):
+        regularized_loss(ce, r, 10.0, 10, "sentence")
+    with pytest.raises(ValueError, match="n_tokens"):
+        regularized_loss(ce, r, 10.0, 0)

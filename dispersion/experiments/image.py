@@ -16,30 +16,16 @@ One run = one (dataset, D, method, seed):
 
 Writes ``metrics.jsonl`` (one row per epoch), ``summary.json`` (resolved spec, seed, versions,
 device, wall time; ``final`` = accuracies, prototype geometry, timings) and ``prototypes.pt``
-into the run directory. :func:`run_spec` builds the spec of a run from the workflow config;
-:func:`add_image_commands` adds ``image-run`` and ``image-report`` to the command line.
+into the run directory. The workflow builds each run's spec with
+:func:`dispersion.pipeline.image.run_spec`.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
 import time
 from pathlib import Path
 
-from .._config import deep_merge
-
-__all__ = [
-    "DATASETS",
-    "ImagePaths",
-    "image_variants",
-    "image_runs",
-    "run_spec",
-    "check_imagenet200",
-    "run",
-    "add_image_commands",
-]
+__all__ = ["run", "DATASETS", "TRAIN_DEFAULTS"]
 
 #: dataset name -> (classes, input channels, image side in pixels).
 DATASETS = {
@@ -48,7 +34,8 @@ DATASETS = {
     "imagenet200": (200, 3, 64),
 }
 
-_TRAIN_DEFAULTS = {
+#: What a spec's ``train`` holds where the config leaves it out.
+TRAIN_DEFAULTS = {
     "epochs": 250,
     "batch_size": 128,
     "lr": 0.01,
@@ -64,140 +51,6 @@ _TRAIN_DEFAULTS = {
     "num_workers": 8,
 }
 _REQUIRED = ("dataset", "dim", "method", "head", "regularizer", "params", "data", "model", "train", "prototypes")
-
-
-
-
-def image_variants(config: dict) -> list[str]:
-    """The ``method`` wildcard values of the image experiment: ``softmax`` (when
-    ``image.softmax_baseline``) followed by ``image.methods`` (``uniform`` and variants)."""
-    img = config["image"]
-    return (["softmax"] if img.get("softmax_baseline", True) else []) + list(img["methods"])
-
-
-def image_runs(config: dict, dataset: str | None = None) -> list[dict]:
-    """Every (dataset, dim, method, seed) of the image experiment as wildcard dicts: the
-    datasets of ``image.run`` (or only ``dataset``), their ``dims``, :func:`image_variants`,
-    ``image.seeds``."""
-    img = config["image"]
-    names = [dataset] if dataset is not None else list(img.get("run", []))
-    runs = []
-    for name in names:
-        if name not in img.get("datasets", {}):
-            raise ValueError(f"config key image.datasets has no entry {name!r} (defined: {sorted(img.get('datasets', {}))})")
-        for dim in img["datasets"][name]["dims"]:
-            for method in image_variants(config):
-                for seed in img["seeds"]:
-                    runs.append({"dataset": name, "dim": int(dim), "method": method, "seed": int(seed)})
-    return runs
-
-
-def run_spec(config: dict, dataset: str, dim: int | str, method: str) -> dict:
-    """The resolved spec of one image run from the workflow ``config`` (its ``image`` and
-    ``methods`` sections) — only the keys this run uses, so Snakemake reruns it exactly when
-    one of them changes.
-
-    ``method`` is ``softmax``, ``uniform`` or a variant name of ``config["methods"]`` (resolved
-    by :func:`dispersion.workflow_helpers.method_spec`, which applies ``image.overrides``).
-    Dataset settings (``image.datasets.<dataset>``: ``path``, ``train_per_class``,
-    ``test_per_class``, ``subset_seed``, ``augment``, and ``train``/``model``/``prototypes``
-    overrides) are merged over the experiment-wide ``train``, ``model`` and ``prototypes``.
-
-    Raises ``ValueError`` for an unknown dataset and ``KeyError`` for an unknown method.
-    """
-    img = config["image"]
-    if dataset not in DATASETS or dataset not in img.get("datasets", {}):
-        raise ValueError(f"dataset must be one of the configured image datasets {sorted(img.get('datasets', {}))}, got {dataset!r}")
-    ds = img["datasets"][dataset]
-    if method == "softmax":
-        regularizer, params, label = None, {}, "Softmax CE"
-    else:
-        from ..workflow_helpers import method_spec
-
-        m = method_spec(config, "image", method)
-        regularizer, params, label = m["method"], m["params"], m["label"]
-    return {
-        "dataset": dataset,
-        "dim": int(dim),
-        "method": method,
-        "label": label,
-        "head": "softmax" if method == "softmax" else "prototype",
-        "regularizer": regularizer,
-        "params": params,
-        "device": config.get("device", "auto"),
-        "data": {
-            "cache_dir": img.get("data_dir", "data"),
-            "path": ds.get("path"),
-            "train_per_class": ds.get("train_per_class"),
-            "test_per_class": ds.get("test_per_class"),
-            "subset_seed": ds.get("subset_seed", 0),
-            "augment": ds.get("augment", {"padding": 0, "hflip": False}),
-        },
-        "model": deep_merge(img.get("model", {}), ds.get("model")),
-        "train": deep_merge(deep_merge(_TRAIN_DEFAULTS, img.get("train")), ds.get("train")),
-        "prototypes": deep_merge(img.get("prototypes", {}), ds.get("prototypes")),
-    }
-
-
-class ImagePaths:
-    """Output paths of the image experiment under the workflow's roots.
-
-    Runs: ``{results_dir}/image/runs/{dataset}/d{dim}/{method}/seed{seed}/``; the tidy CSV
-    ``{results_dir}/image/{dataset}_runs.csv``; tables ``{results_dir}/tables/image_{dataset}_*``
-    (.md, .tex); figures ``{figures_dir}/image_{dataset}_*`` (.pdf, .png).
-    """
-
-    TABLES = ("accuracy", "min_angle")
-    FIGURES = ("accuracy_vs_dim", "min_angle_vs_accuracy")
-
-    def __init__(self, config: dict):
-        self.config = config
-        self.results = config["results_dir"]
-        self.figures = config["figures_dir"]
-
-    def run_dir(self, **wildcards) -> str:
-        p = os.path.join(self.results, "image", "runs", "{dataset}", "d{dim}", "{method}", "seed{seed}")
-        return p.format(**wildcards) if wildcards else p
-
-    def summaries(self, dataset: str) -> list[str]:
-        return [os.path.join(self.run_dir(**r), "summary.json") for r in image_runs(self.config, dataset)]
-
-    def runs_csv(self, dataset: str = "{dataset}") -> str:
-        return os.path.join(self.results, "image", f"{dataset}_runs.csv")
-
-    def table_prefix(self, dataset: str = "{dataset}") -> str:
-        return os.path.join(self.results, "tables", f"image_{dataset}_")
-
-    def figure_prefix(self, dataset: str = "{dataset}") -> str:
-        return os.path.join(self.figures, f"image_{dataset}_")
-
-    def table(self, dataset: str, name: str, ext: str) -> str:
-        return f"{self.table_prefix(dataset)}{name}.{ext}"
-
-    def figure(self, dataset: str, name: str, ext: str) -> str:
-        return f"{self.figure_prefix(dataset)}{name}.{ext}"
-
-    def report_outputs(self, dataset: str = "{dataset}") -> list[str]:
-        out = [self.runs_csv(dataset)]
-        out += [self.table(dataset, n, e) for n in self.TABLES for e in ("md", "tex")]
-        out += [self.figure(dataset, n, e) for n in self.FIGURES for e in ("pdf", "png")]
-        return out
-
-    def outputs(self) -> list[str]:
-        """Every target of ``rule all``: the report outputs of each dataset in ``image.run``."""
-        if "image" not in self.config:
-            return []
-        return [p for d in self.config["image"].get("run", []) for p in self.report_outputs(d)]
-
-
-def check_imagenet200(config: dict) -> str:
-    """The configured ImageNet-200 folder; ``FileNotFoundError`` (where to put it, where it
-    comes from) when it is not set or incomplete. Used by the optional workflow target."""
-    from ..data.images import imagenet200_dirs
-
-    path = config["image"].get("datasets", {}).get("imagenet200", {}).get("path")
-    imagenet200_dirs(path)
-    return path
 
 
 def _build_loaders(spec: dict, device, seed: int):
@@ -247,22 +100,19 @@ def _build_loaders(spec: dict, device, seed: int):
                          "n_classes": train_split.n_classes, "data_source": train_split.source}
 
 
-def run(spec: dict, out_dir: str | Path, seed: int | None = None, *, progress: bool = True) -> dict:
+def run(spec: dict, out_dir: str | Path, *, progress: bool = True) -> dict:
     """Run one (dataset, D, method, seed) image experiment and write its run files.
 
     Parameters
     ----------
     spec : dict
-        As built by :func:`run_spec`: ``dataset``, ``dim``, ``method``, ``head``
+        As built by :func:`dispersion.pipeline.image.run_spec` (+ ``seed``): ``dataset``, ``dim``, ``method``, ``head``
         (``"prototype"``/``"softmax"``), ``regularizer`` (a name of ``dispersion.METHODS``,
         ``"uniform"`` or ``None``), ``params``, ``data``, ``model`` (``depth``, ``width``),
-        ``train`` (see :data:`_TRAIN_DEFAULTS`), ``prototypes`` (``steps``, ``lr``,
+        ``train`` (see :data:`TRAIN_DEFAULTS`), ``prototypes`` (``steps``, ``lr``,
         ``optimizer``) and optional ``device``.
     out_dir : path
         The run directory; receives ``metrics.jsonl``, ``summary.json``, ``prototypes.pt``.
-    seed : int, optional
-        Seeds the prototype placement, the network initialisation, the batch order and the
-        augmentation; defaults to ``spec["seed"]``.
     progress : bool
         Show tqdm progress bars.
 
@@ -271,19 +121,17 @@ def run(spec: dict, out_dir: str | Path, seed: int | None = None, *, progress: b
     """
     import torch
 
-    from .. import metrics
     from ..models.resnet import resnet
-    from ..prototypes import place_prototypes
+    from ..prototypes import place_and_measure
     from ..runio import RunRecorder, atomic_save, resolve_device, seed_everything
     from ..training import PrototypeHead, SoftmaxHead, train_classifier
 
     missing = [k for k in _REQUIRED if k not in spec]
     if missing:
         raise ValueError(f"spec is missing key(s) {missing}; required: {list(_REQUIRED)}")
-    if seed is None:
-        if "seed" not in spec:
-            raise ValueError("seed must be given (argument or spec['seed'])")
-        seed = int(spec["seed"])
+    if "seed" not in spec:
+        raise ValueError("spec is missing key 'seed'")
+    seed = int(spec["seed"])
     if spec["dataset"] not in DATASETS:
         raise ValueError(f"spec['dataset'] must be one of {list(DATASETS)}, got {spec['dataset']!r}")
     if spec["head"] not in ("prototype", "softmax"):
@@ -309,16 +157,12 @@ def run(spec: dict, out_dir: str | Path, seed: int | None = None, *, progress: b
     final: dict = {}
     t0 = time.perf_counter()
     if spec["head"] == "prototype":
-        P = place_prototypes(n_classes, dim, spec["regularizer"], spec["params"], steps=int(pr.get("steps", 10_000)),
-                             lr=float(pr.get("lr", 5e-3)), seed=seed, device=device,
-                             optimizer=pr.get("optimizer", "riemannian_adam"), progress=progress,
-                             dtype=getattr(torch, pr.get("dtype", "float64")))
-        P = torch.nn.functional.normalize(P.detach().double(), dim=1).float()
-        final.update(
-            min_angle=metrics.min_angle(P).item(),
-            min_angle_deg=math.degrees(metrics.min_angle(P).item()),
-            circular_variance=metrics.circular_variance(P).item(),
-        )
+        P, geometry = place_and_measure(n_classes, dim, spec["regularizer"], spec["params"],
+                                        steps=int(pr.get("steps", 10_000)), lr=float(pr.get("lr", 5e-3)),
+                                        optimizer=pr.get("optimizer", "riemannian_adam"),
+                                        dtype=getattr(torch, pr.get("dtype", "float64")), seed=seed, device=device,
+                                        progress=progress)
+        final.update(geometry)
         atomic_save(Path(out_dir) / "prototypes.pt", lambda tmp: torch.save(P.cpu(), tmp))
         head = PrototypeHead(P, reduction=tr.get("prototype_reduction", "sum"))
     else:
@@ -359,90 +203,3 @@ def run(spec: dict, out_dir: str | Path, seed: int | None = None, *, progress: b
           + (f", prototype min angle {final['min_angle_deg']:.2f}°" if final["min_angle"] is not None else "")
           + f", {final['epoch_time_s']:.2f} s/epoch -> {out_dir}", flush=True)
     return summary
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def _load_spec(text: str) -> dict:
-    """``--config``: a path to a YAML/JSON file, or an inline JSON object."""
-    text = text.strip()
-    if text.startswith("{"):
-        value = json.loads(text)
-    else:
-        path = Path(text)
-        if not path.is_file():
-            raise FileNotFoundError(f"--config {text!r}: no such file (and not an inline JSON object)")
-        import yaml
-
-        with open(path, encoding="utf-8") as f:
-            value = yaml.safe_load(f)
-    if not isinstance(value, dict):
-        raise ValueError("--config must hold a mapping (the resolved image run spec)")
-    return value
-
-
-def _cmd_image_run(args) -> None:
-    spec = _load_spec(args.config)
-    picks = (args.dataset, args.dim, args.method)
-    if any(v is not None for v in picks):
-        if any(v is None for v in picks):
-            raise ValueError("--dataset, --dim and --method go together (to resolve a workflow config)")
-        if args.base_config and Path(args.base_config).resolve() != Path(args.config).resolve():
-            spec = deep_merge(_load_spec(args.base_config), spec)  # as Snakemake merges --configfile
-        spec = run_spec(spec, args.dataset, args.dim, args.method)
-    if args.epochs:
-        spec["train"] = {**spec["train"], "epochs": args.epochs, "eval_every": args.epochs}
-    if args.device:
-        spec["device"] = args.device
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    run(spec, args.out, args.seed, progress=not args.no_progress)
-
-
-def _cmd_image_report(args) -> None:
-    from ..report import image as report
-
-    from ..runio import output_set
-
-    with output_set():  # the CSV, every table and figure, or none
-        paths = report.report(args.summaries, args.runs_csv, args.table_prefix, args.figure_prefix,
-                              dataset=args.dataset)
-    print("-> " + ", ".join(paths))
-
-
-def add_image_commands(subparsers) -> None:
-    """Add ``image-run`` and ``image-report`` to the ``python -m dispersion`` sub-parsers."""
-    s = subparsers.add_parser(
-        "image-run", help="one image-classification run (PAPER.md 4.3)",
-        description="Place prototypes with one method (unless softmax), train a ResNet on the dataset and "
-        "write metrics.jsonl, summary.json and prototypes.pt into --out.")
-    s.add_argument("--config", required=True,
-                   help="the resolved run spec (dispersion.experiments.image.run_spec): a YAML/JSON file or inline JSON")
-    s.add_argument("--out", required=True, help="run directory to write")
-    s.add_argument("--seed", type=int, required=True, help="seed of the prototypes, network, batches and augmentation")
-    s.add_argument("--device", default=None, help="override the spec's device: auto | cpu | cuda | cuda:N")
-    s.add_argument("--dataset", default=None, help="with --dim and --method: --config is a workflow config "
-                   "(e.g. config/config.yaml) and the run spec is resolved from it")
-    s.add_argument("--base-config", default="config/config.yaml",
-                   help="with --dataset: the workflow config that --config is merged over (default %(default)s)")
-    s.add_argument("--dim", type=int, default=None, help="output dimension D (with --dataset)")
-    s.add_argument("--method", default=None, help="softmax, uniform or a method variant (with --dataset)")
-    s.add_argument("--epochs", type=int, default=None, help="override the number of epochs (e.g. to time a few)")
-    s.add_argument("--threads", type=int, default=None, help="CPU threads of torch (default: torch's choice)")
-    s.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    s.set_defaults(func=_cmd_image_run)
-
-    s = subparsers.add_parser(
-        "image-report", help="tidy CSV, tables and figures of the image runs of one dataset",
-        description="Merge image summary.json files into --runs-csv and write the accuracy and prototype "
-        "min-angle tables (<table-prefix>{accuracy,min_angle}.{md,tex}) and the figures "
-        "(<figure-prefix>{accuracy_vs_dim,min_angle_vs_accuracy}.{pdf,png}).")
-    s.add_argument("--summaries", nargs="+", required=True, help="summary.json files of image runs")
-    s.add_argument("--dataset", default=None, help="which dataset's runs to use (default: the only one present)")
-    s.add_argument("--runs-csv", required=True, help="output: one row per run")
-    s.add_argument("--table-prefix", required=True, help="e.g. results/tables/image_fashion_mnist_")
-    s.add_argument("--figure-prefix", required=True, help="e.g. figures/image_fashion_mnist_")
-    s.set_defaults(func=_cmd_image_report)

@@ -24,10 +24,10 @@ from .._config import Bool, Choice, Dict, Int, Number, Str, check_spec
 if TYPE_CHECKING:
     import torch
 
-# torch and the math modules are imported inside the functions, so that registering the
-# command line (``python -m dispersion --help``) does not import torch.
+# torch and the math modules are imported inside the functions, so that the workflow's config
+# check (which reads REQUIRED and OPTIONAL) does not import torch.
 
-__all__ = ["run", "resolve_params", "uses_minibatch", "initial_points", "add_synthetic_commands"]
+__all__ = ["run", "resolve_params", "uses_minibatch", "initial_points"]
 
 #: The keys of a run spec and what each must be (``dispersion._config.check_spec``).
 REQUIRED = {"n": Int(2), "d": Int(2), "init": Choice("uniform", "clumped"), "method": Str, "params": Dict,
@@ -35,7 +35,6 @@ REQUIRED = {"n": Int(2), "d": Int(2), "init": Choice("uniform", "clumped"), "met
 OPTIONAL = {"kappa": Number(positive=True), "batch_size": Int(2), "max_time_s": Number(positive=True),
             "log_every": Int(1), "device": Str, "full_batch": Bool, "n_slices": Int(1),
             "study": Str, "cell": Str, "variant": Str, "label": Str}
-SLICE_PARAMS = {"sliced": "n_slices", "ssw": "n_projections"}
 
 
 def uses_minibatch(method: str) -> bool:
@@ -52,6 +51,8 @@ def _minibatched(spec: dict) -> bool:
 def resolve_params(method: str, params: dict, n: int, batch_size: int) -> dict:
     """Replace ``"auto"`` slice counts by round(batch_size² / n) (at least 1): the paper's
     compute matching of sliced methods on all N rows against pairwise methods on a minibatch."""
+    from ..regularizers import SLICE_PARAMS
+
     out = dict(params)
     key = SLICE_PARAMS.get(method)
     if key and out.get(key) == "auto":
@@ -134,61 +135,3 @@ def run(spec: dict, out_dir: str | Path, progress: bool = True) -> dict:
         "batch_size_used": min(batch_size, n) if _minibatched(spec) else n,
     }
     return rec.finish(final=final)
-
-
-def add_synthetic_commands(sub) -> None:
-    """Register ``synthetic-run``, ``synthetic-aggregate`` and ``synthetic-report`` on an
-    argparse subparsers object (called by ``python -m dispersion``)."""
-    from ..__main__ import _json_arg
-
-    s = sub.add_parser("synthetic-run", help="one large-scale synthetic optimisation (PAPER.md 4.2)",
-                       description="Optimise N points from a uniform or clumped start with one method; "
-                       "writes metrics.jsonl and summary.json into --out.")
-    s.add_argument("--spec", type=_json_arg, required=True,
-                   help="JSON: n, d, init, kappa, method, params, steps, lr, optimizer, seed "
-                   "[, batch_size, max_time_s, log_every, device, study, cell, variant, label]")
-    s.add_argument("--out", required=True, help="run directory to write")
-    s.add_argument("--device", default=None, help="override the spec's device (auto | cpu | cuda)")
-    s.add_argument("--no-progress", action="store_true")
-    s.set_defaults(func=_cmd_run)
-
-    s = sub.add_parser("synthetic-aggregate", help="merge the runs of one synthetic study into tidy CSVs")
-    s.add_argument("--summaries", nargs="+", required=True)
-    s.add_argument("--runs-csv", required=True, help="output: one row per run (final metrics)")
-    s.add_argument("--curves-csv", required=True, help="output: one row per run and logged step")
-    s.set_defaults(func=_cmd_aggregate)
-
-    s = sub.add_parser("synthetic-report", help="tables and figures of one synthetic study")
-    s.add_argument("--study", required=True, choices=["main", "regimes", "slices", "fullbatch", "optimizers"])
-    s.add_argument("--runs-csv", required=True)
-    s.add_argument("--curves-csv", required=True)
-    s.add_argument("--tables", nargs="+", required=True, help="output table stems (writes .md and .tex)")
-    s.add_argument("--figures", nargs="*", default=[], help="output figure stems (writes .pdf and .png)")
-    s.set_defaults(func=_cmd_report)
-
-
-def _cmd_run(args) -> None:
-    spec = dict(args.spec)
-    if args.device:
-        spec["device"] = args.device
-    s = run(spec, args.out, progress=not args.no_progress)
-    f = s["final"]
-    print(f"{spec.get('cell', '')} {spec.get('variant', spec['method'])}: min angle {f['min_angle']:.4f} rad, "
-          f"circular variance {f['circular_variance']:.4f}, {f['steps_done']} steps in {f['update_time_s']:.2f} s -> {args.out}")
-
-
-def _cmd_aggregate(args) -> None:
-    from ..report import synthetic
-
-    runs = synthetic.aggregate(args.summaries, args.runs_csv, args.curves_csv)
-    print(f"{len(runs)} runs -> {args.runs_csv}, {args.curves_csv}")
-
-
-def _cmd_report(args) -> None:
-    from ..report import synthetic
-
-    from ..runio import output_set
-
-    with output_set():  # every table and figure of the study, or none
-        paths = synthetic.REPORTS[args.study](args.runs_csv, args.curves_csv, args.tables, args.figures)
-    print("-> " + ", ".join(paths))

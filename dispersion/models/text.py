@@ -39,7 +39,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .._loop import progress_bar
+
 __all__ = [
+    "feature_projection",
     "DEFAULT_ENCODER",
     "MINILM_PACKAGE",
     "resolve_encoder_path",
@@ -166,10 +169,7 @@ class SentenceEncoder(nn.Module):
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = torch.empty(len(texts), self.dim)
         batches = range(0, len(texts), batch_size)
-        if progress:
-            from tqdm.auto import tqdm
-
-            batches = tqdm(batches, desc="encode", unit="batch", dynamic_ncols=True)
+        batches = progress_bar(iterable=batches, desc="encode", unit="batch", enabled=progress)
         try:
             for s in batches:
                 idx = order[s:s + batch_size]
@@ -329,3 +329,16 @@ class CausalTransformerLM(nn.Module):
     def dense_parameters(self) -> list[nn.Parameter]:
         """Every trainable parameter except E (what plain Adam trains)."""
         return [p for n, p in self.named_parameters() if n != "E" and p.requires_grad]
+
+
+def feature_projection(in_dim: int, dim: int, hidden: int = 0, dropout: float = 0.0) -> nn.Sequential:
+    """The trained map of frozen sentence features (B, ``in_dim``) to (B, ``dim``): input dropout
+    (when ``dropout`` > 0), then a linear layer, or, with ``hidden`` > 0, an MLP
+    Linear(in_dim, hidden) → GELU → Linear(hidden, dim). Initialised by torch's default
+    (seed torch first for a reproducible projection)."""
+    layers = [nn.Dropout(float(dropout))] if dropout else []
+    if hidden:
+        layers += [nn.Linear(in_dim, int(hidden)), nn.GELU(), nn.Linear(int(hidden), dim)]
+    else:
+        layers += [nn.Linear(in_dim, dim)]
+    return nn.Sequential(*layers)

@@ -13,7 +13,7 @@ from .pairwise import (
     mma_loss,
     mmcs_loss,
 )
-from .registry import METHODS, REGISTRY, build, method_parameters
+from .registry import METHODS, REGISTRY, SLICE_PARAMS, build, method_parameters
 from .sliced import Sliced, sliced_energy_from_angles
 from .ssw import SSW
 from .uniformity import Uniformity, blocked_uniformity_loss, uniformity_loss
@@ -21,5 +21,5 @@ from .uniformity import Uniformity, blocked_uniformity_loss, uniformity_loss
 __all__ = [
     "Regularizer", "MHE", "MMA", "KoLeo", "MMCS", "Lloyd", "Sliced", "SSW", "Uniformity",
     "kernel_from_cosine", "mhe_energy", "mma_loss", "koleo_loss", "mmcs_loss", "lloyd_energy",
-    "sliced_energy_from_angles", "uniformity_loss", "blocked_uniformity_loss", "METHODS", "REGISTRY", "build", "method_parameters",
+    "sliced_energy_from_angles", "uniformity_loss", "blocked_uniformity_loss", "METHODS", "REGISTRY", "SLICE_PARAMS", "build", "method_parameters",
 ]

@@ -15,7 +15,7 @@ from .sliced import Sliced
 from .ssw import SSW
 from .uniformity import Uniformity
 
-__all__ = ["REGISTRY", "METHODS", "build", "method_parameters"]
+__all__ = ["REGISTRY", "METHODS", "SLICE_PARAMS", "build", "method_parameters"]
 
 #: name -> class, in the order of arXiv:2502.08231 §3, then the uniformity loss.
 REGISTRY: dict[str, type[Regularizer]] = {
@@ -31,6 +31,11 @@ REGISTRY: dict[str, type[Regularizer]] = {
 
 #: The names :func:`build` accepts.
 METHODS: tuple[str, ...] = tuple(REGISTRY)
+
+#: The parameter that counts the random directions of each sliced method: great circles of
+#: ``sliced``, projections of ``ssw``. Experiments that match compute across methods set it
+#: per run (arXiv:2502.08231, §4.2: L = round(B²/N) for a pairwise minibatch of B rows).
+SLICE_PARAMS: dict[str, str] = {"sliced": "n_slices", "ssw": "n_projections"}
 
 
 def method_parameters(name: str) -> dict[str, Any]:

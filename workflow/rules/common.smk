@@ -1,19 +1,27 @@
-# Shared set-up of the rule files: config checks, output paths, the command line. The helper
-# functions live in dispersion/workflow_helpers.py, not here.
+# Shared set-up of the rule files: config checks, output paths, the command line. Everything
+# that reads the config lives in the package dispersion.pipeline (one module per experiment),
+# not here.
 import sys
 
-from dispersion.workflow_helpers import (
-    Paths,
-    base_config,
-    check_config,
-    spec_json,
-    synthetic_specs,
-    tammes_spec,
+from dispersion.pipeline import Paths, base_config, check_config, spec_json
+from dispersion.pipeline.image import ImagePaths, check_imagenet200, run_spec
+from dispersion.pipeline.synthetic import SyntheticPaths, synthetic_specs
+from dispersion.pipeline.tammes import TammesPaths, tammes_spec
+from dispersion.pipeline.text import (
+    TextPaths,
+    classify_spec,
+    corpus_spec,
+    features_spec,
+    lm_spec,
 )
 
 check_config(config, base=base_config(workflow.basedir))
 
 paths = Paths(config)
+tammes_paths = TammesPaths(config)
+synthetic_paths = SyntheticPaths(config)
+image_paths = ImagePaths(config)
+text_paths = TextPaths(config)
 SYNTHETIC_SPECS = synthetic_specs(config)
 
 # The interpreter that runs Snakemake runs the jobs too, so `.venv/bin/snakemake` works

@@ -1,12 +1,5 @@
 # PAPER.md 4.3: image classification with hyperspherical prototypes placed by each method.
 # One run per (dataset, dim, method, seed); one report job per dataset (CSV, tables, figures).
-from dispersion.experiments.image import (
-    ImagePaths,
-    check_imagenet200,
-    run_spec,
-)
-
-image_paths = ImagePaths(config)
 
 
 wildcard_constraints:
@@ -42,9 +35,13 @@ rule image_report:
         lambda w: image_paths.summaries(w.dataset),
     output:
         runs=image_paths.runs_csv(),
-        tables=multiext(
-            image_paths.table_prefix(),
-            *[f"{n}.{e}" for n in ImagePaths.TABLES for e in ("md", "tex")],
+        tables=report(
+            multiext(
+                image_paths.table_prefix(),
+                *[f"{n}.{e}" for n in ImagePaths.TABLES for e in ("md", "tex")],
+            ),
+            caption="../report/image_tables.rst",
+            category="Image classification",
         ),
         accuracy=report(
             multiext(image_paths.figure_prefix() + "accuracy_vs_dim", ".pdf", ".png"),

@@ -6,7 +6,12 @@
 rule paper:
     input:
         tex="paper/main.tex",
-        outputs=paths.paper_inputs(image_paths.outputs(), text_paths.outputs()),
+        outputs=paths.paper_inputs(
+            tammes_paths.outputs(),
+            synthetic_paths.outputs(),
+            image_paths.outputs(),
+            text_paths.outputs(),
+        ),
     output:
         status=paths.res("paper", "STATUS.txt"),
     log:

@@ -4,8 +4,8 @@
 
 rule synthetic_run:
     output:
-        summary=os.path.join(paths.synthetic_run_dir(), "summary.json"),
-        metrics=os.path.join(paths.synthetic_run_dir(), "metrics.jsonl"),
+        summary=os.path.join(synthetic_paths.run_dir(), "summary.json"),
+        metrics=os.path.join(synthetic_paths.run_dir(), "metrics.jsonl"),
     log:
         paths.log("synthetic", "{study}", "{cell}_{method}_seed{seed}.log"),
     conda:
@@ -27,7 +27,7 @@ rule synthetic_run:
 
 rule synthetic_aggregate:
     input:
-        paths.synthetic_summaries,
+        synthetic_paths.summaries,
     output:
         runs=paths.res("synthetic", "{study}", "runs.csv"),
         curves=paths.res("synthetic", "{study}", "curves.csv"),
@@ -47,8 +47,17 @@ rule synthetic_report_main:
         runs=paths.res("synthetic", "main", "runs.csv"),
         curves=paths.res("synthetic", "main", "curves.csv"),
     output:
-        **paths.table("synthetic_final"),
-        speed_md=paths.res("tables", "synthetic_speed.md"),
+        md=report(
+            paths.table("synthetic_final")["md"],
+            caption="../report/synthetic_tables.rst",
+            category="Synthetic",
+        ),
+        tex=paths.table("synthetic_final")["tex"],
+        speed_md=report(
+            paths.res("tables", "synthetic_speed.md"),
+            caption="../report/synthetic_tables.rst",
+            category="Synthetic",
+        ),
         speed_tex=paths.res("tables", "synthetic_speed.tex"),
         figure=report(
             multiext(paths.fig("synthetic_curves"), ".pdf", ".png"),
@@ -74,7 +83,11 @@ rule synthetic_report_figure_study:
         runs=paths.res("synthetic", "{study}", "runs.csv"),
         curves=paths.res("synthetic", "{study}", "curves.csv"),
     output:
-        md=paths.res("tables", "synthetic_{study}.md"),
+        md=report(
+            paths.res("tables", "synthetic_{study}.md"),
+            caption="../report/synthetic_tables.rst",
+            category="Synthetic",
+        ),
         tex=paths.res("tables", "synthetic_{study}.tex"),
         figure=report(
             multiext(paths.fig("synthetic_{study}"), ".pdf", ".png"),
@@ -102,7 +115,11 @@ rule synthetic_report_table_study:
         runs=paths.res("synthetic", "{study}", "runs.csv"),
         curves=paths.res("synthetic", "{study}", "curves.csv"),
     output:
-        md=paths.res("tables", "synthetic_{study}.md"),
+        md=report(
+            paths.res("tables", "synthetic_{study}.md"),
+            caption="../report/synthetic_tables.rst",
+            category="Synthetic",
+        ),
         tex=paths.res("tables", "synthetic_{study}.tex"),
     log:
         paths.log("synthetic", "{study}", "report.log"),

@@ -3,8 +3,8 @@
 
 rule tammes_run:
     output:
-        summary=os.path.join(paths.tammes_run_dir(), "summary.json"),
-        metrics=os.path.join(paths.tammes_run_dir(), "metrics.jsonl"),
+        summary=os.path.join(tammes_paths.run_dir(), "summary.json"),
+        metrics=os.path.join(tammes_paths.run_dir(), "metrics.jsonl"),
     log:
         paths.log("tammes", "{case}_{method}_{optimizer}_seed{seed}.log"),
     conda:
@@ -25,7 +25,7 @@ rule tammes_run:
 
 rule tammes_aggregate:
     input:
-        paths.tammes_summaries,
+        tammes_paths.summaries,
     output:
         runs=paths.res("tammes", "runs.csv"),
         points=paths.res("tammes", "nn_angles.csv"),
@@ -44,7 +44,12 @@ rule tammes_table:
     input:
         runs=paths.res("tammes", "runs.csv"),
     output:
-        **paths.table("tammes"),
+        md=report(
+            paths.table("tammes")["md"],
+            caption="../report/tammes_table.rst",
+            category="Tammes",
+        ),
+        tex=paths.table("tammes")["tex"],
     log:
         paths.log("tammes", "table.log"),
     conda:

@@ -2,17 +2,6 @@
 # features with prototypes placed by each method (or a softmax head); many classes: a small
 # language model whose tied embedding table lives on the sphere, trained with CE + 10 R(E).
 # Frozen features and the tokenised corpus are computed once, under text.cache_dir.
-from dispersion.experiments.text import (
-    TextPaths,
-    check_text_config,
-    classify_spec,
-    corpus_spec,
-    features_spec,
-    lm_spec,
-)
-
-check_text_config(config)
-text_paths = TextPaths(config)
 TEXT_WILDCARDS = {
     "dataset": "[a-z0-9_]+",
     "dim": "[0-9]+",
@@ -115,8 +104,16 @@ rule text_classify_report:
         text_paths.classify_summaries,
     output:
         csv=text_paths.report_outputs("classify")["csv"],
-        tables=text_paths.report_outputs("classify")["tables"],
-        figures=text_paths.report_outputs("classify")["figures"],
+        tables=report(
+            text_paths.report_outputs("classify")["tables"],
+            caption="../report/text_classify_tables.rst",
+            category="Text classification",
+        ),
+        figures=report(
+            text_paths.report_outputs("classify")["figures"],
+            caption="../report/text_classify_accuracy.rst",
+            category="Text classification",
+        ),
     log:
         paths.log("text", "classify_report.log"),
     conda:
@@ -136,8 +133,16 @@ rule text_lm_report:
         text_paths.lm_summaries,
     output:
         csv=text_paths.report_outputs("lm")["csv"],
-        tables=text_paths.report_outputs("lm")["tables"],
-        figures=text_paths.report_outputs("lm")["figures"],
+        tables=report(
+            text_paths.report_outputs("lm")["tables"],
+            caption="../report/text_lm_table.rst",
+            category="Text language model",
+        ),
+        figures=report(
+            text_paths.report_outputs("lm")["figures"],
+            caption="../report/text_lm_geometry.rst",
+            category="Text language model",
+        ),
     log:
         paths.log("text", "lm_report.log"),
     conda:

@@ -7,9 +7,9 @@ import pytest
 import yaml
 
 from dispersion._config import deep_merge
-from dispersion.workflow_helpers import check_config
+from dispersion.pipeline import check_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BASE = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 
 
@@ -67,7 +67,7 @@ def test_job_specs_are_checked():
     ({"mhe_rbf_chordal": "10"}, "config key text.lm.lambdas.mhe_rbf_chordal: must be a finite number >= 0, got '10'"),
 ])
 def test_bad_per_variant_lm_lambdas_fail_at_config_check(lambdas, message):
-    from dispersion.experiments.text import check_text_config
+    from dispersion.pipeline.text import check as check_text_config
 
     with pytest.raises(ValueError) as e:
         check_text_config(deep_merge(BASE, {"text": {"lm": {"lambdas": lambdas}}}))
@@ -75,7 +75,7 @@ def test_bad_per_variant_lm_lambdas_fail_at_config_check(lambdas, message):
 
 
 def test_per_variant_lm_lambda_replaces_train_lambda_for_that_variant_only():
-    from dispersion.experiments.text import lm_spec
+    from dispersion.pipeline.text import lm_spec
 
     cfg = deep_merge(BASE, {"text": {"lm": {"lambdas": {"sliced": 2.5}}}})
     assert lm_spec(cfg, "sliced")["train"]["lambda"] == 2.5

@@ -1,9 +1,7 @@
-"""Image data loaders, the CIFAR ResNet, the image run and its report (PAPER.md §4.3).
-
-Real Fashion-MNIST (Debian package ``dataset-fashion-mnist``) is used when installed; every
-loader is also tested on tiny files written in the real format (IDX, CIFAR python pickles,
-ImageFolder JPEGs), as the other datasets cannot be downloaded here.
-"""
+"""Image loaders (dispersion.data.images): real Fashion-MNIST (Debian package
+``dataset-fashion-mnist``) when installed, and every loader on tiny files written in the real
+format (IDX, CIFAR python pickles, ImageFolder JPEGs), as the other datasets cannot be
+downloaded here; the class-balanced subsets and the batch augmentation."""
 
 import gzip
 import json
@@ -28,14 +26,9 @@ from dispersion.data.images import (
     load_fashion_mnist,
     read_cifar100,
 )
-from dispersion.models.resnet import resnet
 
 HAVE_FMNIST = all((DEBIAN_FASHION_MNIST / f"{n}.gz").is_file() for n in FASHION_MNIST_MD5)
 needs_fmnist = pytest.mark.skipif(not HAVE_FMNIST, reason="Debian package dataset-fashion-mnist not installed")
-
-
-# ----------------------------------------------------------------------------- fixtures
-
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -45,6 +38,7 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
 
 @pytest.fixture(scope="module")
 def fmnist_cache(tmp_path_factory):
@@ -93,9 +87,6 @@ def write_cifar100(folder, n_train=6, n_test=3):
     return out
 
 
-# ----------------------------------------------------------------------------- Fashion-MNIST
-
-
 @needs_fmnist
 def test_fashion_mnist_real_files(fmnist_cache):
     train, test = load_fashion_mnist(fmnist_cache, download=False)
@@ -112,7 +103,6 @@ def test_fashion_mnist_real_files(fmnist_cache):
     (mean,), (std,) = images.NORMALIZATION["fashion_mnist"]
     assert x.mean().item() == pytest.approx(mean, abs=5e-4)
     assert x.std().item() == pytest.approx(std, abs=5e-4)
-
 
 
 @needs_fmnist
@@ -171,9 +161,6 @@ def test_fashion_mnist_uncompressed_torchvision_root_used_in_place(tmp_path):
     assert not (tmp_path / "cache").exists()
 
 
-# ----------------------------------------------------------------------------- CIFAR-100 / ImageNet-200
-
-
 def test_cifar100_pickle_fixture(tmp_path):
     written = write_cifar100(tmp_path / "cifar-100-python")
     train, test = load_cifar100(tmp_path / "cache", path=tmp_path, download=False)
@@ -229,9 +216,6 @@ def test_imagenet200_missing_says_where(tmp_path):
         imagenet200_dirs(tmp_path / "x")
 
 
-# ----------------------------------------------------------------------------- helpers
-
-
 def test_class_balanced_subset():
     labels = torch.arange(50) % 5
     idx = class_balanced_subset(labels, 3, seed=7)
@@ -264,153 +248,3 @@ def test_batch_augment_normalise_crop_flip():
     assert torch.equal(plain(x, train=False), BatchAugment((0.5,), (0.25,), padding=2, hflip=True)(x, train=False))
     with pytest.raises(ValueError, match="uint8"):
         plain(x.float())
-
-
-def test_resnet_shapes_and_parameter_count():
-    # ResNet-32 (He et al. 2016): n = 5 blocks per stage, 16/32/64 channels; HPN's shortcuts
-    # are 3x3 convs + BN where the shape changes. Count by hand:
-    conv = lambda ci, co: 9 * ci * co  # noqa: E731
-    bn = lambda c: 2 * c  # noqa: E731
-    n, total = 5, conv(3, 16) + bn(16)
-    for i, (ci, co) in enumerate(((16, 16), (16, 32), (32, 64))):
-        total += conv(ci, co) + bn(co) + conv(co, co) + bn(co) + (conv(ci, co) + bn(co) if i else 0)
-        total += (n - 1) * 2 * (conv(co, co) + bn(co))
-    total += 64 * 10 + 10
-    m = resnet(32, 10, in_channels=3)
-    assert sum(p.numel() for p in m.parameters()) == total == 487_386
-    for side, c in ((28, 1), (32, 3), (64, 3)):
-        assert resnet(8, 5, in_channels=c, width=4)(torch.zeros(2, c, side, side)).shape == (2, 5)
-    with pytest.raises(ValueError, match="6n"):
-        resnet(30, 10)
-
-
-def test_prototype_placement_reaches_simplex():
-    """C = D + 1 prototypes: the optimum is the regular simplex, min angle arccos(−1/D)."""
-    from dispersion import metrics
-    from dispersion.prototypes import place_prototypes
-
-    P = place_prototypes(4, 3, "mma", {}, steps=1500, lr=0.01, seed=0, dtype=torch.float64)
-    assert math.degrees(metrics.min_angle(P).item()) == pytest.approx(math.degrees(math.acos(-1 / 3)), abs=0.5)
-    P = place_prototypes(4, 3, "uniform", {}, seed=0)
-    assert torch.allclose(P.norm(dim=1), torch.ones(4), atol=1e-6)
-
-
-# ----------------------------------------------------------------------------- the run and the report
-
-
-def _test_config():
-    import yaml
-    from snakemake.utils import update_config
-
-    cfg = yaml.safe_load(open("config/config.yaml"))
-    update_config(cfg, yaml.safe_load(open("config/test.yaml")))
-    return cfg
-
-
-def test_run_spec_and_grid():
-    from dispersion.experiments.image import image_runs, run_spec
-
-    cfg = _test_config()
-    spec = run_spec(cfg, "fashion_mnist", "3", "mma")
-    assert spec["dim"] == 3 and spec["head"] == "prototype" and spec["regularizer"] == "mma"
-    assert spec["train"]["epochs"] == 1 and spec["model"] == {"depth": 8, "width": 4}
-    assert run_spec(cfg, "fashion_mnist", 2, "softmax")["regularizer"] is None
-    assert run_spec(cfg, "fashion_mnist", 2, "uniform")["regularizer"] == "uniform"
-    paper = yaml_paper = _paper_config()
-    s = run_spec(paper, "cifar100", 50, "mhe_riesz_chordal")
-    assert s["train"]["milestones"] == [100, 200] and s["train"]["epochs"] == 250 and s["params"]["kernel"] == "riesz"
-    assert run_spec(yaml_paper, "fashion_mnist", 2, "mma")["train"]["epochs"] == 40
-    runs = image_runs(cfg)
-    assert len(runs) == 2 * 4 * 1 and {r["method"] for r in runs} == {"softmax", "uniform", "mma", "uniformity"}
-    with pytest.raises(ValueError, match="dataset"):
-        run_spec(cfg, "mnist", 2, "mma")
-    with pytest.raises(KeyError, match="nosuch"):
-        run_spec(cfg, "fashion_mnist", 2, "nosuch")
-
-
-def _paper_config():
-    import yaml
-
-    return yaml.safe_load(open("config/config.yaml"))
-
-
-@needs_fmnist
-def test_image_run_and_report_on_real_fashion_mnist(tmp_path, fmnist_cache):
-    from dispersion import metrics
-    from dispersion.experiments.image import run, run_spec
-    from dispersion.report import image as report
-
-    cfg = _test_config()
-    cfg["image"]["data_dir"] = str(fmnist_cache)
-    summaries = []
-    for method in ("softmax", "mma"):
-        out = tmp_path / "runs" / method
-        s = run(run_spec(cfg, "fashion_mnist", 3, method), out, seed=0, progress=False)
-        f = s["final"]
-        assert 0.0 <= f["test_accuracy"] <= 1.0 and f["n_train"] == 200 and f["n_test"] == 100
-        rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
-        assert [r["epoch"] for r in rows] == [1] and "eval_accuracy" in rows[-1]
-        summaries.append(out / "summary.json")
-    P = torch.load(tmp_path / "runs" / "mma" / "prototypes.pt")
-    assert P.shape == (10, 3)
-    assert json.load(open(summaries[1]))["final"]["min_angle"] == pytest.approx(metrics.min_angle(P).item(), abs=1e-6)
-    assert not (tmp_path / "runs" / "softmax" / "prototypes.pt").exists()
-    paths = report.report(summaries, tmp_path / "runs.csv", str(tmp_path / "t_"), str(tmp_path / "f_"))
-    assert len(paths) == 9 and all(os.path.exists(p) for p in paths)
-    assert "Softmax CE" in open(tmp_path / "t_accuracy.md").read()
-
-
-def test_image_run_on_imagenet200_folder_fixture(tmp_path):
-    """The streamed (ImageFolder + DataLoader) path of a run, on 200 one-image classes."""
-    from PIL import Image
-
-    from dispersion.experiments.image import run, run_spec
-
-    root = tmp_path / "imagenet200"
-    for split in ("train", "val"):
-        for c in range(200):
-            (root / split / f"n{c:08d}").mkdir(parents=True)
-            Image.new("RGB", (64, 64), (c, 255 - c, (7 * c) % 256)).save(root / split / f"n{c:08d}" / "a.JPEG")
-    cfg = _test_config()
-    cfg["image"]["datasets"]["imagenet200"] = {"dims": [4], "path": str(root), "augment": {"padding": 4, "hflip": True}}
-    spec = run_spec(cfg, "imagenet200", 4, "uniform")
-    spec["train"]["batch_size"] = 100
-    s = run(spec, tmp_path / "run", seed=0, progress=False)
-    assert s["final"]["n_train"] == 200 and s["final"]["n_classes"] == 200 and s["final"]["epochs"] == 1
-    assert s["final"]["data_source"] == f"imagenet200:{root}"
-    spec["data"]["path"] = str(tmp_path / "missing")
-    with pytest.raises(FileNotFoundError, match="imagenet200"):
-        run(spec, tmp_path / "run2", seed=0, progress=False)
-
-
-def _fake_summary(path, method, label, dim, seed, acc, angle):
-    path.mkdir(parents=True)
-    head = "softmax" if method == "softmax" else "prototype"
-    rec = {"config": {"dataset": "fashion_mnist", "dim": dim, "method": method, "label": label, "head": head,
-                      "model": {"depth": 8, "width": 8}},
-           "seed": seed, "device": "cpu", "device_name": "cpu (1 threads)", "wall_time_s": 1.0,
-           "final": {"test_accuracy": acc, "min_angle_deg": angle, "min_angle": None if angle is None else math.radians(angle),
-                     "n_train": 1500, "n_test": 500, "n_classes": 10, "epochs": 4}}
-    (path / "summary.json").write_text(json.dumps(rec))
-    return path / "summary.json"
-
-
-def test_report_tables_mean_std(tmp_path):
-    from dispersion.report import image as report
-
-    paths = []
-    for seed, (a_s, a_m, ang) in enumerate(((0.80, 0.70, 60.0), (0.90, 0.74, 62.0))):
-        for dim in (2, 3):
-            paths.append(_fake_summary(tmp_path / f"s{seed}d{dim}", "softmax", "Softmax CE", dim, seed, a_s, None))
-            paths.append(_fake_summary(tmp_path / f"m{seed}d{dim}", "mma", "MM", dim, seed, a_m, ang))
-    report.report(paths, tmp_path / "runs.csv", str(tmp_path / "t_"), str(tmp_path / "f_"))
-    md = open(tmp_path / "t_accuracy.md").read()
-    # accuracies 80 and 90 -> mean 85.0, sample std 7.07; 70 and 74 -> 72.0 ± 2.8
-    assert "85.0 ± 7.1" in md and "72.0 ± 2.8" in md
-    ang = open(tmp_path / "t_min_angle.md").read()
-    assert "61.00 ± 1.41" in ang and "Softmax" not in ang
-    tex = open(tmp_path / "t_accuracy.tex").read()
-    assert "\\toprule" in tex and "85.0 $\\pm$ 7.1" in tex
-    for stem in ("f_accuracy_vs_dim", "f_min_angle_vs_accuracy"):
-        for ext in (".pdf", ".png"):
-            assert (tmp_path / (stem + ext)).stat().st_size > 1000

@@ -15,9 +15,9 @@ import torch
 import yaml
 
 import dispersion
-from dispersion.experiments.text import lm_spec
+from dispersion.pipeline.text import lm_spec
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BASE = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 
 

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from dispersion._config import deep_merge
-from dispersion.workflow_helpers import (
+from dispersion.pipeline import (
     committed_run_mismatches,
     run_specs,
     shipped_configs,
     spec_differences,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = shipped_configs(str(ROOT))
 
 

