@@ -190,7 +190,7 @@ def bench_split(device: str, n: int, d: int, optimizer_steps: int = 5) -> list[d
     import yaml
 
     from dispersion.experiments.synthetic import resolve_params, uses_minibatch
-    from dispersion.workflow_helpers import method_spec
+    from dispersion.pipeline import method_spec
 
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     syn = cfg["synthetic"]
@@ -242,7 +242,7 @@ def bench_e2e(device: str, variant: str = "sliced_auto", init: str = "clumped") 
     import yaml
 
     from dispersion.experiments import synthetic
-    from dispersion.workflow_helpers import synthetic_specs
+    from dispersion.pipeline.synthetic import synthetic_specs
 
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     cfg["device"] = device

@@ -1,7 +1,7 @@
 """Audit an embedding table: how dispersed it is, measured against i.i.d. uniform points.
 
 Public as ``dispersion.audit`` and ``dispersion.AuditReport``; the command line is
-``python -m dispersion audit`` (registered in :mod:`dispersion.table_commands`).
+``python -m dispersion audit`` (:mod:`dispersion.cli`).
 
 :func:`audit` takes any table X (N, d) of real vectors — sentence embeddings, a word-vector
 table, the token embeddings of a model — normalises its rows onto the sphere S^{d−1} and

@@ -88,7 +88,7 @@ def test_no_traceback_from_a_real_process(tmp_path):
 
 def test_help_does_not_import_torch():
     # before: --help imported torch through the package __init__ and the synthetic commands (4-7 s
-    # here). The audit and disperse commands (issue 13) register from dispersion.table_commands,
+    # here). The audit and disperse commands (issue 13) are registered in dispersion.cli,
     # which imports only argparse.
     code = ("import sys; "
             "from dispersion.cli import build_parser; p = build_parser(); p.format_help(); "

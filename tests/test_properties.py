@@ -164,7 +164,7 @@ def test_mhe_blocked_equals_dense_within_the_rounding_of_the_cosines(xs):
 @given(point_sets(max_n=20))
 def test_nearest_neighbour_losses_and_uniformity_blocked_equal_dense(xs):
     """Values (the nearest-neighbour losses may split a gradient between exact ties differently;
-    their gradients are compared in tests/test_blocked.py) and the uniformity gradient."""
+    their gradients are compared in tests/regularizers/test_blocked.py) and the uniformity gradient."""
     from dispersion.regularizers.pairwise import chordal_from_cosine, geodesic_from_cosine
 
     X, dtype = xs

@@ -24,7 +24,7 @@ LayerNorm, and an output layer tied to the input embedding table E (V × d):
   ``h · Eᵀ`` with no normalisation.
 
 The optimisers (Riemannian Adam for E, Adam for the rest) and the regularizer on E are wired in
-:mod:`dispersion.experiments.text`.
+:mod:`dispersion.experiments.text_lm` (the loop: :func:`dispersion.training.train_lm`).
 """
 
 from __future__ import annotations

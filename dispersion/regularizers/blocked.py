@@ -38,7 +38,7 @@ Nearest-neighbour losses (``mma``, ``koleo``, ``mmcs``, PAPER.md §3.2–3.4)
     pair only, as in the dense ``amax``. One difference, at exact ties only: when a point's
     nearest neighbour is duplicated (two bitwise-equal points), the dense ``amax`` splits that
     point's gradient evenly between the copies, the blocked path gives it to the first; both are
-    valid subgradients and their sums over the copies agree (``tests/test_blocked.py`` checks
+    valid subgradients and their sums over the copies agree (``tests/regularizers/test_blocked.py`` checks
     that). Differentiable to any order.
 
 Block size
