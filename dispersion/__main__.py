@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("methods", help="list the dispersion methods and their parameters")
     s.set_defaults(func=cmd_methods)
 
-    s = sub.add_parser("tammes-run", help="one Tammes optimisation (PAPER.md 4.1)",
+    s = sub.add_parser("tammes-run", help="one Tammes optimisation (arXiv:2502.08231)",
                        description="Optimise N uniform random points on S^(d-1) with one method and write "
                        "metrics.jsonl and summary.json into --out.")
     s.add_argument("--spec", type=_json_arg, required=True,

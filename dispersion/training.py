@@ -1,10 +1,10 @@
 """Generic classifier training: a network producing (B, D) outputs and one of two heads.
 
 * :class:`PrototypeHead` — Hyperspherical Prototype Networks (Mettes, van der Pol & Snoek,
-  NeurIPS 2019, Eq. 4; PAPER.md §4.3): the outputs are compared with fixed class prototypes
-  on S^{D−1} by cosine; loss Σ_i (1 − cos(f(x_i), p_{y_i}))², prediction = the nearest prototype
-  (largest cosine). The loss and the prediction are :func:`dispersion.prototypes.prototype_loss`
-  and :func:`dispersion.prototypes.prototype_predict`.
+  NeurIPS 2019, Eq. 4; the image experiment of arXiv:2502.08231): the outputs are compared with
+  fixed class prototypes on S^{D−1} by cosine; loss Σ_i (1 − cos(f(x_i), p_{y_i}))², prediction =
+  the nearest prototype (largest cosine). The loss and the prediction are
+  :func:`dispersion.prototypes.prototype_loss` and :func:`dispersion.prototypes.prototype_predict`.
 * :class:`SoftmaxHead` — the baseline: a C-way linear layer on the D outputs and softmax
   cross-entropy; prediction = argmax of the logits.
 

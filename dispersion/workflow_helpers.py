@@ -216,7 +216,7 @@ def spec_json(spec: dict) -> str:
     return json.dumps(spec, sort_keys=True, separators=(",", ":"))
 
 
-# --- Synthetic studies (PAPER.md 4.2 and the reviewers' questions) ---
+# --- Synthetic studies (arXiv:2502.08231 and the reviewers' questions) ---
 SYNTHETIC_STUDIES = ("main", "regimes", "slices", "fullbatch", "optimizers")
 
 
@@ -341,7 +341,7 @@ class Paths:
         """A log file path."""
         return self.res("logs", *parts)
 
-    # --- Tammes (PAPER.md 4.1) ---
+    # --- Tammes (arXiv:2502.08231) ---
     def tammes_run_dir(self) -> str:
         return self.res("tammes", "runs", "{case}", "{method}", "{optimizer}", "seed{seed}")
 
@@ -354,7 +354,7 @@ class Paths:
             out += [self.fig(f"tammes_{n}.{e}") for n in ("boxplot", "riemannian_vs_euclidean") for e in ("pdf", "png")]
         return out
 
-    # --- Synthetic studies (PAPER.md 4.2) ---
+    # --- Synthetic studies (arXiv:2502.08231) ---
     def synthetic_run_dir(self) -> str:
         return self.res("synthetic", "{study}", "runs", "{cell}", "{method}", "seed{seed}")
 

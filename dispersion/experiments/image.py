@@ -1,4 +1,5 @@
-"""Image classification with hyperspherical prototypes (PAPER.md §4.3).
+"""Image classification with hyperspherical prototypes (Tokarchuk et al., arXiv:2502.08231;
+Hyperspherical Prototype Networks, Mettes et al. 2019).
 
 One run = one (dataset, D, method, seed):
 
@@ -416,7 +417,7 @@ def _cmd_image_report(args) -> None:
 def add_image_commands(subparsers) -> None:
     """Add ``image-run`` and ``image-report`` to the ``python -m dispersion`` sub-parsers."""
     s = subparsers.add_parser(
-        "image-run", help="one image-classification run (PAPER.md 4.3)",
+        "image-run", help="one image-classification run (HPN, Mettes et al. 2019)",
         description="Place prototypes with one method (unless softmax), train a ResNet on the dataset and "
         "write metrics.jsonl, summary.json and prototypes.pt into --out.")
     s.add_argument("--config", required=True,

@@ -1,4 +1,4 @@
-"""Large-scale synthetic dispersion (PAPER.md §4.2) and the studies built on it.
+"""Large-scale synthetic dispersion (Tokarchuk et al., arXiv:2502.08231) and the studies built on it.
 
 One run = N points on S^{d−1} from an initialisation (``uniform`` or ``clumped`` = Power
 Spherical with a random mean direction and concentration κ), optimised with one method for a
@@ -141,7 +141,7 @@ def add_synthetic_commands(sub) -> None:
     argparse subparsers object (called by ``python -m dispersion``)."""
     from ..__main__ import _json_arg
 
-    s = sub.add_parser("synthetic-run", help="one large-scale synthetic optimisation (PAPER.md 4.2)",
+    s = sub.add_parser("synthetic-run", help="one large-scale synthetic optimisation (arXiv:2502.08231)",
                        description="Optimise N points from a uniform or clumped start with one method; "
                        "writes metrics.jsonl and summary.json into --out.")
     s.add_argument("--spec", type=_json_arg, required=True,

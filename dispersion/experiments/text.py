@@ -1,4 +1,5 @@
-"""Text experiments (issue 6; PAPER.md §4.4): the two regimes of dispersion on text.
+"""Text experiments (issue 6; after the NMT experiment of arXiv:2502.08231): the two regimes of
+dispersion on text.
 
 **Few classes — sentence classification with hyperspherical prototypes** (:func:`classify`).
 Frozen sentence features (all-MiniLM-L6-v2, mean pooling, L2-normalised; computed once per
@@ -437,10 +438,11 @@ def regularized_loss(ce, r, lam: float, n_tokens: int, lambda_per: str = "token"
         ``"token"`` (default): ``(Σ_tokens CE + λ·R) / n_tokens = ce + λ·R / n_tokens``, the
         reduction of NMT trainers such as fairseq, whose criterion sums the loss over the target
         tokens and whose trainer divides the gradient by their number; the paper's λ = 10 was set
-        in such a trainer (PAPER.md §4.4). ``"batch"``: ``ce + λ·R``, λ per batch. The two differ by
-        the factor n_tokens; with ``"batch"`` and λ = 10 the Sliced loss, a *sum* over all V rows
-        (PAPER.md §3, item 6), outweighs the task (measured in the quick LM, V = 6 000:
-        perplexity 1 221 against 198 without a regularizer).
+        in such a trainer (the NMT experiment of arXiv:2502.08231). ``"batch"``: ``ce + λ·R``, λ
+        per batch. The two differ by the factor n_tokens; with ``"batch"`` and λ = 10 the Sliced
+        loss (:class:`~dispersion.regularizers.Sliced`), a *sum* over all V rows, outweighs the
+        task (measured in the quick LM, V = 6 000: perplexity 1 221 against 198 without a
+        regularizer).
 
     Returns a 0-d tensor. Raises ``ValueError`` for an unknown ``lambda_per``, a negative λ or
     ``n_tokens < 1``.
