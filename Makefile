@@ -22,7 +22,7 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-data.txt pyproject.
 
 venv: $(STAMP)
 
-# Local copies of the real data sets (DATA.md). Debian's Fashion-MNIST needs root to install;
+# Local copies of the real data sets (docs/data.md). Debian's Fashion-MNIST needs root to install;
 # without it the image loaders fall back to torchvision's download.
 data: venv
 	@if [ ! -d /usr/share/datasets/fashion-mnist ]; then \

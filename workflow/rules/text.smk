@@ -1,4 +1,4 @@
-# Issue 6 (PAPER.md 4.4): text. Few classes: sentence classification on frozen MiniLM
+# Issue 6 (after the NMT experiment of arXiv:2502.08231): text. Few classes: sentence classification on frozen MiniLM
 # features with prototypes placed by each method (or a softmax head); many classes: a small
 # language model whose tied embedding table lives on the sphere, trained with CE + 10 R(E).
 # Frozen features and the tokenised corpus are computed once, under text.cache_dir.
