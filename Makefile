@@ -17,6 +17,7 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-data.txt pyproject.
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -r requirements.txt -r requirements-dev.txt
 	$(BIN)/pip install --no-deps -r requirements-data.txt
+	$(BIN)/pip uninstall -y -q dispersion 2>/dev/null || true  # the distribution's old name (now hypersphere-dispersion)
 	$(BIN)/pip install --no-deps -e .
 	touch $@
 

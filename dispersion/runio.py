@@ -302,9 +302,16 @@ _VERSIONED = ("torch", "geoopt", "pot", "numpy", "power-spherical", "transformer
 
 
 def package_versions() -> dict[str, str]:
-    """Versions of Python and of the packages a result depends on (missing ones omitted)."""
-    out = {"python": platform.python_version()}
-    for name in ("dispersion", *_VERSIONED):
+    """Versions of Python and of the packages a result depends on (missing ones omitted).
+
+    ``"dispersion"`` is this package's own version, ``dispersion.__version__`` (also the version of
+    its distribution ``hypersphere-dispersion``), recorded under the import name as before the
+    distribution was renamed.
+    """
+    from . import __version__
+
+    out = {"python": platform.python_version(), "dispersion": __version__}
+    for name in _VERSIONED:
         with contextlib.suppress(metadata.PackageNotFoundError):
             out[name] = metadata.version(name)
     return out
