@@ -13,7 +13,7 @@ from .pairwise import (
     mma_loss,
     mmcs_loss,
 )
-from .registry import METHODS, REGISTRY, build, method_parameters
+from .registry import METHODS, REGISTRY, build, gradient_scale, method_parameters
 from .sliced import Sliced, sliced_energy_from_angles
 from .ssw import SSW
 from .uniformity import Uniformity, blocked_uniformity_loss, uniformity_loss
@@ -22,4 +22,5 @@ __all__ = [
     "Regularizer", "MHE", "MMA", "KoLeo", "MMCS", "Lloyd", "Sliced", "SSW", "Uniformity",
     "kernel_from_cosine", "mhe_energy", "mma_loss", "koleo_loss", "mmcs_loss", "lloyd_energy",
     "sliced_energy_from_angles", "uniformity_loss", "blocked_uniformity_loss", "METHODS", "REGISTRY", "build", "method_parameters",
+    "gradient_scale",
 ]
