@@ -1,4 +1,7 @@
-"""The paper's dispersion regularizers (PAPER.md §3), one module per family."""
+"""The paper's dispersion regularizers, one module per family.
+
+Tokarchuk et al., arXiv:2502.08231; each module cites the original source of its method.
+"""
 
 from .base import Regularizer
 from .lloyd import Lloyd, lloyd_energy

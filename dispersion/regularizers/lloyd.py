@@ -1,4 +1,4 @@
-"""Online spherical Lloyd regularizer (PAPER.md §3.5, proposed by the paper)."""
+"""Online spherical Lloyd regularizer (proposed by Tokarchuk et al., arXiv:2502.08231; Lloyd 1982)."""
 
 from __future__ import annotations
 

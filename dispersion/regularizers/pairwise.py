@@ -1,8 +1,10 @@
 """Pairwise dispersion regularizers: kernel energies (MHE), MMA, KoLeo and MMCS.
 
 All four are functions of the cosine matrix G = X Xᵀ of the points X (N, d) with unit rows
-(PAPER.md §3.1–3.4). Each is written once as a function of cosines, so that the dense path here
-and a blocked path (which never holds the N×N matrix) share the same formula.
+(the pairwise methods of Tokarchuk et al., arXiv:2502.08231: MHE after Liu et al. 2018, MMA
+after Wang et al. 2020, KoLeo after Sablayrolles et al. 2019, MMCS after Mettes et al. 2019).
+Each is written once as a function of cosines, so that the dense path here and a blocked path
+(which never holds the N×N matrix) share the same formula.
 
 Numerics (applies to every function in this module): cosines are clamped to
 [−1 + ε, 1 − ε] before a distance is taken (ε = 1e-6 in float32, 1e-12 in float64), so that
@@ -106,7 +108,7 @@ def kernel_from_cosine(
     """Zonal kernel k(x, y) = f(⟨x, y⟩) evaluated elementwise on cosines ``c`` (any shape).
 
     With d = d_R = sqrt(2 − 2c) (``distance="chordal"``) or d = d_S = arccos c
-    (``"geodesic"``), PAPER.md §3.1:
+    (``"geodesic"``), the kernels of arXiv:2502.08231 (pairwise kernel energy):
 
     * ``gaussian``: exp(−γ d²)   (for chordal d this is exp(−2γ(1 − c)), smooth in c; cosines
       above 1, which only rounding produces, count as 1 in the value — so the diagonal of a
@@ -147,7 +149,7 @@ def mhe_energy(
     gamma: float = 1.0,
     s: float = 1.0,
 ) -> torch.Tensor:
-    """Pairwise kernel energy R_k(X) = mean over pairs i < j of k(x_i, x_j) (PAPER.md §3.1).
+    """Pairwise kernel energy R_k(X) = mean over pairs i < j of k(x_i, x_j) (Liu et al. 2018).
 
     ``X``: (N, d) unit rows (not validated here; the :class:`MHE` module validates). Returns a
     0-dim tensor, same dtype/device. Dense: builds the N×N cosine matrix, O(N² d) time and
@@ -328,7 +330,7 @@ def _nearest_cosine(X: torch.Tensor) -> torch.Tensor:
 
 
 def mma_loss(X: torch.Tensor) -> torch.Tensor:
-    """Maximum of minimum angles: R(X) = −(1/N) Σ_i min_{j≠i} d_S(x_i, x_j) (PAPER.md §3.2).
+    """Maximum of minimum angles: R(X) = −(1/N) Σ_i min_{j≠i} d_S(x_i, x_j).
 
     Wang, Xiang, Zou & Xu, *MMA Regularization: Decorrelating Weights of Neural Networks by
     Maximizing the Minimal Angles* (NeurIPS 2020, arXiv:2006.06527); "MM (d_S)" in
@@ -338,7 +340,7 @@ def mma_loss(X: torch.Tensor) -> torch.Tensor:
 
 
 def koleo_loss(X: torch.Tensor) -> torch.Tensor:
-    """KoLeo: R(X) = −(1/N) Σ_i log min_{j≠i} d_R(x_i, x_j) (PAPER.md §3.3).
+    """KoLeo: R(X) = −(1/N) Σ_i log min_{j≠i} d_R(x_i, x_j).
 
     The Kozachenko–Leonenko differential-entropy estimator used as a regularizer by
     Sablayrolles et al., *Spreading vectors for similarity search* (ICLR 2019).
@@ -347,7 +349,7 @@ def koleo_loss(X: torch.Tensor) -> torch.Tensor:
 
 
 def mmcs_loss(X: torch.Tensor) -> torch.Tensor:
-    """MMCS: R(X) = (1/N) Σ_i max_{j≠i} (⟨x_i, x_j⟩ + 1) (PAPER.md §3.4).
+    """MMCS: R(X) = (1/N) Σ_i max_{j≠i} (⟨x_i, x_j⟩ + 1).
 
     The prototype loss of Hyperspherical Prototype Networks (Mettes, van der Pol, Snoek,
     NeurIPS 2019): minimise each prototype's largest cosine similarity to another one.

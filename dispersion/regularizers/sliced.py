@@ -1,4 +1,4 @@
-"""Sliced dispersion on great circles (PAPER.md §3.6, proposed by the paper)."""
+"""Sliced dispersion on great circles (proposed by Tokarchuk et al., arXiv:2502.08231)."""
 
 from __future__ import annotations
 
@@ -38,8 +38,8 @@ def sliced_energy_from_angles(theta: torch.Tensor) -> torch.Tensor:
 
     θ* is the best-dispersed configuration on the circle matched by sorted order: the
     zero-mean equally spaced grid φ_k = −π + (2k − 1)π/N (k = 1..N) rotated to the mean angle,
-    θ*_i = mean(θ) + φ_{r(i)} with r(i) the rank of θ_i (PAPER.md §3.6; the authors'
-    ``ledoh_torch/sliced_dispersion.py``). Cost O(L N log N) for the sort.
+    θ*_i = mean(θ) + φ_{r(i)} with r(i) the rank of θ_i (sliced dispersion, arXiv:2502.08231; the
+    authors' ``ledoh_torch/sliced_dispersion.py``). Cost O(L N log N) for the sort.
     """
     n = theta.shape[1]
     sorted_theta, _ = torch.sort(theta, dim=1, stable=True)  # ties in index order, as the fused path
@@ -137,7 +137,7 @@ def sliced_energy_from_projections(P: torch.Tensor) -> torch.Tensor:
 
     ``P``: (2, L, N), P[0, l, i] = ⟨x_i, p_l⟩ and P[1, l, i] = ⟨x_i, q_l⟩ (float32/float64,
     any device). Equals ``sliced_energy_from_angles(_safe_atan2(P[1], P[0]))`` — the same
-    formula, PAPER.md §3.6 — with the gradient computed in the forward pass from the sort's
+    formula (arXiv:2502.08231) — with the gradient computed in the forward pass from the sort's
     permutation (no autograd graph through atan2, the sort and the scatter of the sort's
     backward): faster forward+backward on the CPU at N = 10⁶, 13 slices (benchmarks/README.md).
     Once differentiable (double backward raises ``RuntimeError``); compose

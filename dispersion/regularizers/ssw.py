@@ -13,7 +13,7 @@ __all__ = ["SSW"]
 
 
 class SSW(Regularizer):
-    """SSW_2(μ_X, Unif(S^{d-1})) over ``n_projections`` random great circles (PAPER.md §3.7).
+    """SSW_2(μ_X, Unif(S^{d-1})) over ``n_projections`` random great circles (arXiv:2502.08231 baseline).
 
     Delegates to the Python Optimal Transport library,
     ``ot.sliced_wasserstein_sphere_unif`` (Bonet, Berg, Courty, Septier, Drumetz, Pham,
