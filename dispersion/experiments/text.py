@@ -563,7 +563,9 @@ def lm(spec: dict, out_dir: str | Path, seed: int, corpus_path: str | Path, *, p
     corpus_path : path
         The file written by :func:`build_corpus`.
 
-    Returns the summary dict; ``final`` holds ``test_perplexity``, ``test_accuracy``,
+    Writes ``metrics.jsonl``, ``summary.json`` and ``embedding.pt`` (the trained table ``E`` as
+    stored, float32 on the CPU, with the word vocabulary ``itos`` when there is one) into
+    ``out_dir``, as one set. Returns the summary dict; ``final`` holds ``test_perplexity``, ``test_accuracy``,
     ``test_loss`` (nats/token), ``unigram_perplexity``, the geometry of E
     (:func:`embedding_geometry`), ``train_time_s`` (the update steps only, CUDA synchronised),
     ``tokens_per_s``, ``logit_scale`` and sizes. Raises ``ValueError`` for a bad spec or a
@@ -732,7 +734,14 @@ def lm(spec: dict, out_dir: str | Path, seed: int, corpus_path: str | Path, *, p
         "n_train_tokens": corpus["n_train_tokens"],
         "n_params": n_params,
     }
-    summary = rec.finish(final=final)
+    # the trained table beside the run files (what the audit experiment reads), as one set
+    from ..runio import atomic_save, output_set
+
+    table = {"E": model.E.detach().float().cpu(), "itos": corpus.get("itos"), "embedding": spec["embedding"],
+             "method": spec["method"], "seed": seed}
+    with output_set():
+        atomic_save(Path(out_dir) / "embedding.pt", lambda tmp: torch.save(table, tmp))
+        summary = rec.finish(final=final)
     print(f"-> test perplexity {ev['perplexity']:.1f} (unigram {ev['unigram_perplexity']:.1f} on the same tokens), next-token "
           f"accuracy {ev['accuracy']:.4f}, E: min angle {geo['min_angle']:.4f} rad, circular variance "
           f"{geo['circular_variance']:.3f}; {train_time:.1f} s, {final['tokens_per_s']:.0f} tokens/s -> {out_dir}",

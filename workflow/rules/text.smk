@@ -90,6 +90,7 @@ rule text_lm:
     output:
         summary=os.path.join(text_paths.lm_run_dir(), "summary.json"),
         metrics=os.path.join(text_paths.lm_run_dir(), "metrics.jsonl"),
+        embedding=os.path.join(text_paths.lm_run_dir(), "embedding.pt"),
     log:
         paths.log("text", "lm_{method}_seed{seed}.log"),
     wildcard_constraints:
