@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_paper)
 
     for module, hook in (("image", "add_image_commands"), ("text", "add_text_commands"),
-                         ("synthetic", "add_synthetic_commands")):
+                         ("synthetic", "add_synthetic_commands"), ("audit", "add_audit_commands")):
         if importlib.util.find_spec(f"dispersion.experiments.{module}") is None:
             continue
         mod = importlib.import_module(f"dispersion.experiments.{module}")
