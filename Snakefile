@@ -16,6 +16,7 @@ include: "workflow/rules/tammes.smk"
 include: "workflow/rules/synthetic.smk"
 include: "workflow/rules/image.smk"
 include: "workflow/rules/text.smk"
+include: "workflow/rules/audit.smk"
 include: "workflow/rules/paper.smk"
 
 
@@ -26,4 +27,5 @@ rule all:
         synthetic_paths.outputs(),
         image_paths.outputs(),
         text_paths.outputs(),
+        audit_paths.outputs(),
         paths.res("paper", "STATUS.txt"),

@@ -30,13 +30,13 @@ _LAZY = {
                                "data", "models", "report", "experiments")},
     **{name: "regularizers" for name in (
         "METHODS", "MHE", "MMA", "MMCS", "SSW", "KoLeo", "Lloyd", "Regularizer", "Sliced", "Uniformity",
-        "build", "method_parameters",
+        "build", "method_parameters", "gradient_scale",
     )},
     "audit": "embedding_audit", "AuditReport": "embedding_audit", "disperse": "posthoc",
 }
 
 __all__ = [
-    "METHODS", "build", "method_parameters", "Regularizer",
+    "METHODS", "build", "method_parameters", "gradient_scale", "Regularizer",
     "MHE", "MMA", "KoLeo", "MMCS", "Lloyd", "Sliced", "SSW", "Uniformity",
     "metrics", "sphere", "optim", "prototypes", "regularizers", "training", "data", "models", "report",
     "experiments", "audit", "AuditReport", "disperse", "__version__",
@@ -56,6 +56,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports
         Sliced,
         Uniformity,
         build,
+        gradient_scale,
         method_parameters,
     )
     from .embedding_audit import AuditReport, audit

@@ -70,9 +70,11 @@ def spec_arg(text: str) -> dict:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def add_run_options(s: argparse.ArgumentParser, threads: bool = True) -> None:
-    """The options every run command shares: ``--device``, ``--threads``, ``--no-progress``."""
-    s.add_argument("--device", default=None, help="override the spec's device: auto | cpu | cuda | cuda:N")
+def add_run_options(s: argparse.ArgumentParser, device: bool = True, threads: bool = True) -> None:
+    """The options every run command shares: ``--device`` (not for a run that computes on the
+    CPU only), ``--threads``, ``--no-progress``."""
+    if device:
+        s.add_argument("--device", default=None, help="override the spec's device: auto | cpu | cuda | cuda:N")
     if threads:
         s.add_argument("--threads", type=int, default=None, help="CPU threads of torch (default: torch's choice)")
     s.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -228,6 +230,33 @@ def cmd_text_report(args) -> None:
     with output_set():  # the CSVs, every table and figure, or none
         paths = report.report(args.classify or [], args.lm or [], results_dir=args.results_dir,
                               tables_dir=args.tables_dir, figures_dir=args.figures_dir)
+    print("-> " + ", ".join(paths))
+
+
+def cmd_audit_embed(args) -> None:
+    from .data.text_inputs import encode_split
+
+    encode_split(_run_spec(args, args.spec), args.out, progress=not args.no_progress)
+
+
+def cmd_audit_run(args) -> None:
+    from .experiments import audit
+
+    audit.run(_run_spec(args, args.spec), args.out, figures=args.figures, progress=not args.no_progress)
+
+
+def cmd_audit_table(args) -> None:
+    from .report import audit as report
+
+    report.audit_table(args.summary, args.md, args.tex, scale=args.scale)
+    print(f"-> {args.md}, {args.tex}")
+
+
+def cmd_audit_posthoc_report(args) -> None:
+    from .report import audit as report
+
+    paths = report.posthoc_report(args.summaries, runs_csv=args.runs_csv, md=args.md, tex=args.tex,
+                                  figure=args.figure, scale=args.scale)
     print("-> " + ", ".join(paths))
 
 
@@ -502,6 +531,42 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tables-dir", required=True, help="where text_*.md/.tex go")
     s.add_argument("--figures-dir", required=True, help="where text_*.pdf/.png go")
     s.set_defaults(func=cmd_text_report)
+
+    # --- the audit experiment (issue 13)
+    s = sub.add_parser("audit-embed", help="encode one split of a text corpus for the audit experiment",
+                       description="Encode the texts of one split with a sentence encoder and write the table, "
+                       "labels and texts (.pt) to --out.")
+    s.add_argument("--spec", type=spec_arg, required=True, help="the resolved spec (dispersion.pipeline.audit.audit_embed_spec)")
+    s.add_argument("--out", required=True, help="table file to write (.pt)")
+    add_run_options(s)
+    s.set_defaults(func=cmd_audit_embed)
+
+    s = sub.add_parser("audit-run", help="one run of the audit experiment (an audit or a post-hoc dispersion)",
+                       description="Audit one table (kind audit: summary.json, audit.md, figures) or disperse "
+                       "it after the fact (kind posthoc: metrics.jsonl, summary.json) into --out.")
+    s.add_argument("--spec", type=spec_arg, required=True,
+                   help="the resolved spec (dispersion.pipeline.audit.audit_spec / audit_posthoc_spec)")
+    s.add_argument("--out", required=True, help="run directory to write")
+    s.add_argument("--figures", default=None,
+                   help="audit: stem prefix of the figures (writes <prefix>{nn_angles,pca,tsne}.{pdf,png})")
+    add_run_options(s, device=False)  # the audit and disperse() compute on the CPU
+    s.set_defaults(func=cmd_audit_run)
+
+    s = sub.add_parser("audit-table", help="Markdown + LaTeX table of one audit run against uniform points")
+    s.add_argument("--summary", required=True, help="summary.json of an audit run")
+    s.add_argument("--md", required=True, help="output Markdown file")
+    s.add_argument("--tex", required=True, help="output LaTeX (booktabs) file")
+    s.add_argument("--scale", required=True, help="the scale named in the caption (paper, quick, ...)")
+    s.set_defaults(func=cmd_audit_table)
+
+    s = sub.add_parser("audit-posthoc-report", help="CSV, table and trade-off figure of the post-hoc runs")
+    s.add_argument("--summaries", nargs="+", required=True, help="summary.json files of post-hoc runs")
+    s.add_argument("--runs-csv", required=True, help="output: one row per run")
+    s.add_argument("--md", required=True, help="output Markdown file")
+    s.add_argument("--tex", required=True, help="output LaTeX (booktabs) file")
+    s.add_argument("--figure", required=True, help="output figure stem (writes .pdf and .png)")
+    s.add_argument("--scale", required=True, help="the scale named in the caption (paper, quick, ...)")
+    s.set_defaults(func=cmd_audit_posthoc_report)
 
     # --- the paper
     s = sub.add_parser("paper", help="build paper/main.tex against the workflow's outputs (needs latexmk)",

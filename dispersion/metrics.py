@@ -1,4 +1,5 @@
-"""Dispersion metrics of a point set on the sphere (PAPER.md §2), exact and block-wise.
+"""Dispersion metrics of a point set on the sphere, exact and block-wise (the minimum angle d_min
+and the spherical variance of Tokarchuk et al., arXiv:2502.08231).
 
 Every function takes ``X`` of shape (N, d) with unit rows (float32 or float64, CPU or CUDA)
 and never builds the N×N matrix: rows are processed in blocks of ``block_size`` (chosen

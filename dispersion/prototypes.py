@@ -1,9 +1,10 @@
 """Hyperspherical prototypes: placement by a dispersion method, the HPN loss and prediction.
 
 Hyperspherical Prototype Networks (Mettes, van der Pol, Snoek, NeurIPS 2019), as the paper
-uses them (PAPER.md §4.3): (1) place one prototype per class on S^{D−1} by optimising a
-dispersion regularizer alone, full batch; (2) train a network f with the prototypes fixed to
-minimise Σ_i (1 − cos(f(x_i), p_{y_i}))²; (3) predict the class of the nearest prototype.
+uses them (Tokarchuk et al., arXiv:2502.08231, image classification): (1) place one prototype
+per class on S^{D−1} by optimising a dispersion regularizer alone, full batch; (2) train a
+network f with the prototypes fixed to minimise Σ_i (1 − cos(f(x_i), p_{y_i}))²; (3) predict the
+class of the nearest prototype.
 Shared by the image and the text experiments.
 """
 

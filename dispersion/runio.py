@@ -3,8 +3,8 @@
 Every experiment run writes two files into its own directory:
 
 * ``metrics.jsonl`` — one JSON object per logged step or epoch;
-* ``summary.json`` — the resolved config, seed, package versions, device, wall time and the
-  final metrics.
+* ``summary.json`` — the resolved config, seed, package versions, device, wall time, the
+  machine's load average at the start and the end of the run, and the final metrics.
 
 Both are written atomically (a temporary file in the same directory, then :func:`os.replace`),
 so an interrupted run never leaves a half-written result that Snakemake would mistake for a
@@ -302,12 +302,27 @@ _VERSIONED = ("torch", "geoopt", "pot", "numpy", "power-spherical", "transformer
 
 
 def package_versions() -> dict[str, str]:
-    """Versions of Python and of the packages a result depends on (missing ones omitted)."""
-    out = {"python": platform.python_version()}
-    for name in ("dispersion", *_VERSIONED):
+    """Versions of Python and of the packages a result depends on (missing ones omitted).
+
+    ``"dispersion"`` is this package's own version, ``dispersion.__version__`` (also the version of
+    its distribution ``hypersphere-dispersion``), recorded under the import name as before the
+    distribution was renamed.
+    """
+    from . import __version__
+
+    out = {"python": platform.python_version(), "dispersion": __version__}
+    for name in _VERSIONED:
         with contextlib.suppress(metadata.PackageNotFoundError):
             out[name] = metadata.version(name)
     return out
+
+
+def _load_average() -> float | None:
+    """The machine's 1-minute load average (``os.getloadavg``), or None where the OS has none."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
 
 
 def device_description(device: torch.device) -> str:
@@ -341,6 +356,7 @@ class RunRecorder:
         self.seed = seed
         self.device = torch.device(device)
         self.rows: list[dict] = []
+        self._load_start = _load_average()
         self._t0 = time.perf_counter()
 
     def log(self, **row: Any) -> None:
@@ -358,6 +374,9 @@ class RunRecorder:
             "device_name": device_description(self.device),
             "versions": package_versions(),
             "wall_time_s": wall,
+            # 1-minute load average of the machine at the start and the end of the run: on a
+            # shared machine, wall times are comparable only at similar loads
+            "load_average": {"start": self._load_start, "end": _load_average()},
             **summary,
         }
         with output_set():  # both files or neither

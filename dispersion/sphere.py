@@ -61,8 +61,9 @@ def power_spherical(
 ) -> torch.Tensor:
     """``n`` points from the Power Spherical distribution PS(μ, κ) on S^{d-1}, shape (n, d).
 
-    The paper's "clumped" initialisation (PAPER.md §4.2) uses κ = 100 and a random mean
-    direction μ (drawn uniformly with ``generator`` when ``mean_direction`` is None).
+    The "clumped" initialisation of the paper's large-scale synthetic experiment
+    (arXiv:2502.08231) uses κ = 100 and a random mean direction μ (drawn uniformly with
+    ``generator`` when ``mean_direction`` is None).
     Sampling is delegated to the distribution's authors' package ``power_spherical``
     (De Cao & Aziz, *The Power Spherical distribution*, 2020). That package draws from torch's
     global RNG, so the draw runs inside ``torch.random.fork_rng`` seeded from ``generator``:
@@ -107,7 +108,8 @@ def great_circles(
 
     Column 0 is p, column 1 is q; the circle is {cos θ · p + sin θ · q}. Drawn as the Q factor
     of the QR decomposition of a d×2 standard Gaussian matrix with the signs fixed by
-    diag(R) > 0, which makes the 2-frame Haar-distributed (Mezzadri 2007), as in PAPER.md §3.6.
+    diag(R) > 0, which makes the 2-frame Haar-distributed (Mezzadri 2007), as the sliced
+    dispersion of arXiv:2502.08231 draws them.
     """
     n, d = _check_args(n, d, dtype, generator)
     device = generator.device if (generator is not None and device is None) else device
@@ -134,7 +136,8 @@ _S2_OPTIMA_DEG = {
 def known_optimum(n: int, d: int) -> tuple[float, str] | None:
     """Best known minimum angle (radians) of ``n`` points on S^{d-1} and its name, or None.
 
-    Covers the cases with a proven optimum used in the Tammes experiment (PAPER.md §4.1):
+    Covers the cases with a proven optimum used in the Tammes experiment of arXiv:2502.08231
+    (best known spherical codes: N. J. A. Sloane's tables):
     N ∈ {4, 6, 12, 13, 14, 24} on S² (d = 3), the regular simplex N = d + 1 (angle
     arccos(−1/(N−1))), the cross-polytope N = 2d (90°), and N ≤ d + 1 in general (simplex of
     N points: arccos(−1/(N−1))), and N = 2 (antipodal, π).

@@ -1,10 +1,10 @@
 """Generic classifier training: a network producing (B, D) outputs and one of two heads.
 
 * :class:`PrototypeHead` — Hyperspherical Prototype Networks (Mettes, van der Pol & Snoek,
-  NeurIPS 2019, Eq. 4; PAPER.md §4.3): the outputs are compared with fixed class prototypes
-  on S^{D−1} by cosine; loss Σ_i (1 − cos(f(x_i), p_{y_i}))², prediction = the nearest prototype
-  (largest cosine). The loss and the prediction are :func:`dispersion.prototypes.prototype_loss`
-  and :func:`dispersion.prototypes.prototype_predict`.
+  NeurIPS 2019, Eq. 4; the image experiment of arXiv:2502.08231): the outputs are compared with
+  fixed class prototypes on S^{D−1} by cosine; loss Σ_i (1 − cos(f(x_i), p_{y_i}))², prediction =
+  the nearest prototype (largest cosine). The loss and the prediction are
+  :func:`dispersion.prototypes.prototype_loss` and :func:`dispersion.prototypes.prototype_predict`.
 * :class:`SoftmaxHead` — the baseline: a C-way linear layer on the D outputs and softmax
   cross-entropy; prediction = argmax of the logits.
 
@@ -388,10 +388,11 @@ def regularized_loss(ce, r, lam: float, n_tokens: int, lambda_per: str = "token"
         ``"token"`` (default): ``(Σ_tokens CE + λ·R) / n_tokens = ce + λ·R / n_tokens``, the
         reduction of NMT trainers such as fairseq, whose criterion sums the loss over the target
         tokens and whose trainer divides the gradient by their number; the paper's λ = 10 was set
-        in such a trainer (arXiv:2502.08231, §4.4). ``"batch"``: ``ce + λ·R``, λ per batch. The two differ by
-        the factor n_tokens; with ``"batch"`` and λ = 10 the Sliced loss, a *sum* over all V rows
-        (arXiv:2502.08231, §3), outweighs the task (measured in the quick LM, V = 6 000:
-        perplexity 1 221 against 198 without a regularizer).
+        in such a trainer (the NMT experiment of arXiv:2502.08231). ``"batch"``: ``ce + λ·R``, λ
+        per batch. The two differ by the factor n_tokens; with ``"batch"`` and λ = 10 the Sliced
+        loss (:class:`~dispersion.regularizers.Sliced`), a *sum* over all V rows, outweighs the
+        task (measured in the quick LM, V = 6 000: perplexity 1 221 against 198 without a
+        regularizer).
 
     Returns a 0-d tensor. Raises ``ValueError`` for an unknown ``lambda_per``, a negative λ or
     ``n_tokens < 1``.

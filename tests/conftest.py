@@ -1,7 +1,21 @@
 import math
+from pathlib import Path
 
 import pytest
 import torch
+
+_INTEGRATION = ("experiments", "workflow")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the end-to-end tests (``tests/experiments/``: real runs on real data;
+    ``tests/workflow/``: the Snakemake workflow) ``integration``; the library tests are the rest
+    (``pytest -m "not integration"``)."""
+    here = Path(__file__).resolve().parent
+    for item in items:
+        rel = Path(str(item.fspath)).resolve().relative_to(here)
+        if rel.parts[0] in _INTEGRATION:
+            item.add_marker(pytest.mark.integration)
 
 
 def simplex(n: int, dtype=torch.float64) -> torch.Tensor:

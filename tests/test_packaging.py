@@ -60,3 +60,55 @@ def test_subpackages_are_attributes_of_the_package():
     assert "sliced" in dispersion.regularizers.METHODS
     for name in ("metrics", "sphere", "optim", "prototypes", "regularizers", "training"):
         assert name in dir(dispersion)
+
+
+def _pyproject():
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_distribution_name_is_ours_and_the_import_name_is_dispersion():
+    # "dispersion" on PyPI belongs to an unrelated project; ours is published under another name
+    pp = _pyproject()
+    assert pp["project"]["name"] == "hypersphere-dispersion"
+    assert pp["tool"]["setuptools"]["packages"]["find"]["include"] == ["dispersion*"]
+    assert (ROOT / "dispersion" / "__init__.py").is_file()
+    assert pp["project"]["scripts"]["dispersion"] == "dispersion.cli:main"
+
+
+def test_one_version_everywhere():
+    from importlib import metadata
+
+    import dispersion
+
+    pp = _pyproject()
+    assert "version" in pp["project"]["dynamic"] and "version" not in pp["project"]
+    assert pp["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "dispersion.__version__"}
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert str(cff["version"]) == dispersion.__version__
+    try:
+        installed = metadata.version("hypersphere-dispersion")
+    except metadata.PackageNotFoundError:  # a source checkout that was never installed
+        return
+    assert installed == dispersion.__version__
+    assert "hypersphere-dispersion" in metadata.packages_distributions().get("dispersion", [])
+
+
+def test_subpackages_are_attributes_in_a_fresh_interpreter():
+    # attribute access on the bare package (PEP 562), without importing the subpackages first
+    import subprocess
+    import sys
+
+    code = ("import dispersion as d\n"
+            "for n in ('optim', 'prototypes', 'regularizers', 'metrics', 'sphere', 'training', 'data', 'models',\n"
+            "          'report', 'experiments'):\n"
+            "    assert getattr(d, n).__name__ == 'dispersion.' + n, n\n"
+            "assert d.optim.RiemannianAdam and d.prototypes.place_prototypes and 'sliced' in d.regularizers.METHODS\n"
+            "print(d.__version__)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    import dispersion
+
+    assert out.stdout.strip() == dispersion.__version__
+

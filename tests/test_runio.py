@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 import torch
@@ -33,6 +34,10 @@ def test_run_recorder(tmp_path):
     on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert on_disk["config"] == {"a": 1} and on_disk["seed"] == 3 and "torch" in on_disk["versions"]
     assert s["final"]["min_angle"] == 0.1
+    # the machine's 1-minute load at both ends, as os.getloadavg reports it
+    load = on_disk["load_average"]
+    assert set(load) == {"start", "end"} and all(v is None or v >= 0 for v in load.values())
+    assert load["end"] is not None or not hasattr(os, "getloadavg")
 
 
 def test_seed_everything_is_reproducible():

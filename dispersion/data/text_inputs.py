@@ -3,6 +3,9 @@
 * :func:`compute_features` — frozen sentence features of a classification dataset (the
   sentence encoder's mean-pooled, L2-normalised embeddings of its train and test texts), the
   input of :mod:`dispersion.experiments.text_classify`;
+* :func:`encode_split` — the (not normalised) sentence embeddings of one split of a text
+  corpus, with labels and texts: a table of the audit experiment
+  (:mod:`dispersion.experiments.audit`);
 * :func:`build_corpus` — the tokenised language-model corpus (train/test token streams, the
   vocabulary facts and the add-one unigram perplexity), the input of
   :mod:`dispersion.experiments.text_lm`.
@@ -17,12 +20,18 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .._config import deep_merge
+from .._config import Choice, Dict, Int, Str, deep_merge
 
-__all__ = ["ENCODER_DEFAULTS", "compute_features", "build_corpus"]
+__all__ = ["ENCODER_DEFAULTS", "ENCODER_NAMES", "TEXT_SPLIT_KEYS", "compute_features", "encode_split", "build_corpus"]
 
 #: The sentence encoder's settings where a spec leaves them out.
 ENCODER_DEFAULTS = {"name": "minilm", "max_length": 128, "batch_size": 64, "normalize": True}
+#: The full names of the encoder aliases.
+ENCODER_NAMES = {"minilm": "all-MiniLM-L6-v2"}
+#: Keys of the spec of one encoded split (:func:`encode_split`): (required, optional) fields of
+#: ``dispersion._config.check_spec``.
+TEXT_SPLIT_KEYS = ({"type": Str, "dataset": Str, "split": Choice("train", "test", "all")},
+                   {"max_rows": Int(2), "subset_seed": Int(0), "encoder": Dict, "path": Str})
 
 
 def compute_features(spec: dict, out_path: str | Path, *, progress: bool = True, encoder=None) -> dict:
@@ -75,6 +84,46 @@ def compute_features(spec: dict, out_path: str | Path, *, progress: bool = True,
     atomic_save(out_path, lambda tmp: torch.save(record, tmp))
     print(f"-> {out['train'].shape[1]}-d features, {dt:.1f} s ({n / dt:.0f} texts/s) -> {out_path}", flush=True)
     return {k: v for k, v in record.items() if not isinstance(v, torch.Tensor)}
+
+
+def encode_split(spec: dict, out_path: str | Path, *, progress: bool = False) -> dict:
+    """Encode one split of a text corpus with a sentence encoder and save it (``torch.save``,
+    atomically) to ``out_path``: ``X`` (N, H) float32 (not normalised: the audit reports the
+    norms), ``labels`` (N,) int64, ``label_names``, ``texts``, ``source`` and ``spec``.
+
+    ``spec``: a ``"minilm"`` source (``dataset``, ``split``, optional ``max_rows`` — a
+    class-stratified subset, seed ``subset_seed`` (:func:`dispersion.data.text.stratified_subset`),
+    ``encoder`` {``name``, ``max_length``, ``batch_size``}, ``path`` of the corpus file) plus an
+    optional ``device``. Returns the record without the tensors.
+    """
+    import torch
+
+    from .._config import check_spec
+    from ..models.text import SentenceEncoder
+    from ..runio import atomic_save, resolve_device
+    from .text import load_text_dataset, stratified_subset
+
+    spec = dict(spec)
+    device = resolve_device(spec.pop("device", None) or "auto")
+    if spec.get("type") != "minilm":
+        raise ValueError(f"spec key 'type': only 'minilm' tables are encoded, got {spec.get('type')!r}")
+    src = check_spec(spec, *TEXT_SPLIT_KEYS, name="spec")
+    enc = deep_merge(ENCODER_DEFAULTS, src.get("encoder"))
+    ds = load_text_dataset(src["dataset"], src["split"], src.get("path"))
+    if src.get("max_rows"):
+        ds = ds.subset(stratified_subset(ds.labels, int(src["max_rows"]), seed=int(src.get("subset_seed") or 0)))
+    print(f"audit embed: {len(ds)} texts of {src['dataset']} [{src['split']}] with {enc['name']} on {device} "
+          f"(roughly {len(ds) / 150:.0f} s on one CPU thread)", flush=True)
+    t0 = time.perf_counter()
+    encoder = SentenceEncoder(enc["name"], max_length=int(enc["max_length"]))
+    X = encoder.encode(ds.texts, batch_size=int(enc["batch_size"]), device=device, progress=progress)
+    dt = time.perf_counter() - t0
+    record = {"X": X, "labels": ds.labels, "label_names": list(ds.label_names), "texts": list(ds.texts),
+              "source": ds.source, "encoder_path": encoder.name_or_path, "spec": src, "device": str(device),
+              "encode_time_s": dt}
+    atomic_save(out_path, lambda tmp: torch.save(record, tmp))
+    print(f"-> {tuple(X.shape)} in {dt:.1f} s -> {out_path}", flush=True)
+    return {k: v for k, v in record.items() if k not in ("X", "labels", "texts")}
 
 
 def build_corpus(spec: dict, out_path: str | Path) -> dict:

@@ -1,4 +1,5 @@
-"""Image classification with hyperspherical prototypes (PAPER.md §4.3).
+"""Image classification with hyperspherical prototypes (Tokarchuk et al., arXiv:2502.08231;
+Hyperspherical Prototype Networks, Mettes et al. 2019).
 
 One run = one (dataset, D, method, seed):
 

@@ -1,4 +1,4 @@
-"""Large-scale synthetic dispersion (PAPER.md §4.2) and the studies built on it.
+"""Large-scale synthetic dispersion (Tokarchuk et al., arXiv:2502.08231) and the studies built on it.
 
 One run = N points on S^{d−1} from an initialisation (``uniform`` or ``clumped`` = Power
 Spherical with a random mean direction and concentration κ), optimised with one method for a

@@ -1,4 +1,5 @@
-"""The Tammes experiment (PAPER.md §4.1): few points in low dimension, optimised alone.
+"""The Tammes experiment (Tokarchuk et al., arXiv:2502.08231; Tammes 1930): few points in low
+dimension, optimised alone.
 
 One run = one (case, method, optimizer, seed): N uniform random points on S^{d−1}, full-batch
 optimisation of one dispersion method for ``steps`` steps, then the per-point nearest-neighbour

@@ -1,5 +1,5 @@
-"""Text classification with hyperspherical prototypes (arXiv:2502.08231, §4.4: the few-classes
-regime of dispersion on text).
+"""Text classification with hyperspherical prototypes (issue 6; after the NMT experiment of
+arXiv:2502.08231: the few-classes regime of dispersion on text).
 
 Frozen sentence features (all-MiniLM-L6-v2, mean pooling, L2-normalised; computed once per
 dataset by :func:`dispersion.data.text_inputs.compute_features` into a ``.pt`` file) are mapped by a trained projection

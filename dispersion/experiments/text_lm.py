@@ -1,5 +1,5 @@
-"""A language model with a spherical vocabulary (arXiv:2502.08231, §4.4: the many-classes
-regime of dispersion on text, the paper's NMT setting in miniature).
+"""A language model with a spherical vocabulary (issue 6; after the NMT experiment of
+arXiv:2502.08231: the many-classes regime of dispersion on text, in miniature).
 
 The paper's NMT regime in miniature: a small causal Transformer LM
 (:class:`dispersion.models.text.CausalTransformerLM`) whose tied embedding table E (V × d) is
@@ -16,8 +16,8 @@ perplexity is stored with the tokenised corpus (:func:`dispersion.data.text_inpu
 The step loop, the loss CE + λ·R(E) and the evaluation are those of :mod:`dispersion.training`
 (:func:`~dispersion.training.train_lm`, :func:`~dispersion.training.regularized_loss`,
 :func:`~dispersion.training.evaluate_lm`); the embedding table's optimiser is
-``optim.make_optimizer("riemannian_adam")``. Writes ``metrics.jsonl`` and ``summary.json``
-(:class:`dispersion.runio.RunRecorder`).
+``optim.make_optimizer("riemannian_adam")``. Writes ``metrics.jsonl``, ``summary.json`` (:class:`dispersion.runio.RunRecorder`) and the
+trained table ``embedding.pt``.
 """
 
 from __future__ import annotations
@@ -59,8 +59,10 @@ def run(spec: dict, out_dir: str | Path, *, progress: bool = True) -> dict:
         builds it with :func:`dispersion.pipeline.text.lm_spec` (+ seed and corpus).
     out_dir : path
 
-    Returns the summary dict; ``final`` holds ``test_perplexity``, ``test_accuracy``,
-    ``test_loss`` (nats/token), ``unigram_perplexity``, the geometry of E
+    Writes ``metrics.jsonl``, ``summary.json`` and ``embedding.pt`` (the trained table ``E`` as
+    stored, float32 on the CPU, with the word vocabulary ``itos`` when there is one) into
+    ``out_dir``, as one set. Returns the summary dict; ``final`` holds ``test_perplexity``,
+    ``test_accuracy``, ``test_loss`` (nats/token), ``unigram_perplexity``, the geometry of E
     (:func:`dispersion.training.embedding_geometry`), ``train_time_s`` (the update steps only,
     CUDA synchronised), ``tokens_per_s``, ``logit_scale`` and sizes. Raises ``ValueError`` for a
     bad spec or a diverged loss.
@@ -70,7 +72,7 @@ def run(spec: dict, out_dir: str | Path, *, progress: bool = True) -> dict:
     from ..models.text import CausalTransformerLM
     from ..optim import make_optimizer
     from ..regularizers import build
-    from ..runio import RunRecorder, resolve_device, seed_everything
+    from ..runio import RunRecorder, atomic_save, output_set, resolve_device, seed_everything
     from ..training import embedding_geometry, evaluate_lm, regularizer_weight, train_lm, warmup_cosine
 
     require_keys(spec, _REQUIRED)
@@ -167,7 +169,12 @@ def run(spec: dict, out_dir: str | Path, *, progress: bool = True) -> dict:
         "n_train_tokens": corpus["n_train_tokens"],
         "n_params": n_params,
     }
-    summary = rec.finish(final=final)
+    # the trained table beside the run files (what the audit experiment reads), as one set
+    table = {"E": model.E.detach().float().cpu(), "itos": corpus.get("itos"), "embedding": spec["embedding"],
+             "method": spec["method"], "seed": seed}
+    with output_set():
+        atomic_save(Path(out_dir) / "embedding.pt", lambda tmp: torch.save(table, tmp))
+        summary = rec.finish(final=final)
     print(f"-> test perplexity {ev['perplexity']:.1f} (unigram {ev['unigram_perplexity']:.1f} on the same tokens), next-token "
           f"accuracy {ev['accuracy']:.4f}, E: min angle {geo['min_angle']:.4f} rad, circular variance "
           f"{geo['circular_variance']:.3f}; {train_time:.1f} s, {final['tokens_per_s']:.0f} tokens/s -> {out_dir}",

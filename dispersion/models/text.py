@@ -1,5 +1,6 @@
 """Text models: a frozen sentence encoder with a feature cache, and a small causal Transformer
-language model whose tied embedding table lives on the sphere (issue 6; PAPER.md §4.4).
+language model whose tied embedding table lives on the sphere (issue 6; after the NMT experiment
+of arXiv:2502.08231).
 
 **Sentence encoder** (:class:`SentenceEncoder`). Any Hugging Face encoder loaded with
 ``transformers.AutoModel`` + ``AutoTokenizer``; the sentence embedding is the mean of the last

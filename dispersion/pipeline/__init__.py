@@ -11,7 +11,7 @@ run specs, output paths and checks, for the rule files (``workflow/rules/*.smk``
 * :mod:`~dispersion.pipeline.paths` — the output roots (:class:`Paths`);
 * one module per experiment — :mod:`~dispersion.pipeline.tammes`,
   :mod:`~dispersion.pipeline.synthetic`, :mod:`~dispersion.pipeline.image`,
-  :mod:`~dispersion.pipeline.text`: which runs the config asks for, the spec of each, where it
+  :mod:`~dispersion.pipeline.text`, :mod:`~dispersion.pipeline.audit`: which runs the config asks for, the spec of each, where it
   writes (a ``*Paths`` class) and its ``run_specs``;
 * :mod:`~dispersion.pipeline.committed` — every run of a config with the spec it records
   (:func:`run_specs`), and the check that committed runs still agree with the configs

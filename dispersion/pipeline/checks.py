@@ -8,7 +8,7 @@ bad config fails before any job starts, with the key's path in the message.
 
 from __future__ import annotations
 
-from . import synthetic, tammes, text
+from . import audit, synthetic, tammes, text
 from .config import build_checked, method_spec, section, used_variants
 
 __all__ = ["check_config"]
@@ -26,10 +26,11 @@ def check_config(config: dict, base: dict | None = None) -> None:
       a smaller config such as ``--configfile config/quick.yaml`` cannot delete the overrides it
       inherits for variants it does not run);
     * each experiment's own checks (:func:`dispersion.pipeline.tammes.check`,
-      :func:`~dispersion.pipeline.synthetic.check`, :func:`~dispersion.pipeline.text.check`):
-      the spec of every Tammes and synthetic job passes the checks of its ``run`` (keys, types
-      and ranges), so a job cannot fail on its spec after others have run; the text datasets
-      and corpora exist.
+      :func:`~dispersion.pipeline.synthetic.check`, :func:`~dispersion.pipeline.text.check`,
+      :func:`~dispersion.pipeline.audit.check`):
+      the spec of every Tammes, synthetic and audit job passes the checks of its ``run`` (keys,
+      types and ranges), so a job cannot fail on its spec after others have run; the text
+      datasets and corpora and the audited tables exist.
     """
     for name, v in config["methods"].items():
         build_checked(v["method"], v.get("params", {}), f"methods.{name}")
@@ -62,3 +63,4 @@ def check_config(config: dict, base: dict | None = None) -> None:
     tammes.check(config)
     synthetic.check(config)
     text.check(config)
+    audit.check(config)

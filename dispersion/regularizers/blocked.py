@@ -6,7 +6,7 @@ This module computes the same values **and gradients** block by block, in memory
 O(N · block_size), and is the path the :class:`~dispersion.regularizers.pairwise.MHE`,
 ``MMA``, ``KoLeo`` and ``MMCS`` modules take for large N (their ``block_size`` argument).
 
-Kernel energy (``mhe``, PAPER.md §3.1)
+Kernel energy (``mhe``; arXiv:2502.08231, Liu et al. 2018)
     R(X) = (1/P) Σ_{i<j} k(⟨x_i, x_j⟩),  P = N(N−1)/2, and its gradient
     ∂R/∂x_i = (1/P) Σ_{j≠i} k'(⟨x_i, x_j⟩) x_j,
     with k' = dk/dc the kernel's derivative in the cosine, written in closed form
@@ -30,7 +30,7 @@ Kernel energy (``mhe``, PAPER.md §3.1)
     double backward raises ``RuntimeError``; use the dense path (``block_size="dense"``) for
     higher derivatives.
 
-Nearest-neighbour losses (``mma``, ``koleo``, ``mmcs``, PAPER.md §3.2–3.4)
+Nearest-neighbour losses (``mma``, ``koleo``, ``mmcs``: Wang et al. 2020, Sablayrolles et al. 2019, HPN)
     The nearest neighbour j*(i) = argmax_{j≠i} ⟨x_i, x_j⟩ of every row is found block by block
     without gradient (:func:`nearest_neighbors`; again over i < j only, each block reduced
     along its rows and its columns), then the loss is evaluated on the N cosines
@@ -277,7 +277,7 @@ def blocked_mhe_energy(
     """Pairwise kernel energy (1/P) Σ_{i<j} k(x_i, x_j), P = N(N−1)/2, in row blocks.
 
     Same value and gradient as :func:`~dispersion.regularizers.pairwise.mhe_energy` (within
-    float rounding; the sum is accumulated in float64), kernels of PAPER.md §3.1, without the
+    float rounding; the sum is accumulated in float64), kernels of arXiv:2502.08231, without the
     N×N matrix: O(N² d) time (1.5 N²d multiply–adds with the gradient, 0.5 N²d without), O(N ·
     block_size) memory. ``X``: (N, d), N ≥ 2, unit rows, float32/float64, any device; returns a
     0-dim tensor of X's dtype and device. ``block_size``: rows per block, ``None``/``"auto"``
@@ -333,7 +333,7 @@ def _nearest_cosine_blocked(X: torch.Tensor, block_size: int | str | None) -> to
 
 
 def blocked_mma_loss(X: torch.Tensor, block_size: int | str | None = None) -> torch.Tensor:
-    """−(1/N) Σ_i min_{j≠i} d_S(x_i, x_j), radians (PAPER.md §3.2), with a blocked search.
+    """−(1/N) Σ_i min_{j≠i} d_S(x_i, x_j), radians (MMA, Wang et al. 2020), with a blocked search.
 
     Same value and gradient as :func:`~dispersion.regularizers.pairwise.mma_loss`; memory
     O(N · block_size). ``X`` (N ≥ 2, d); returns a 0-dim tensor of X's dtype and device.
@@ -342,7 +342,7 @@ def blocked_mma_loss(X: torch.Tensor, block_size: int | str | None = None) -> to
 
 
 def blocked_koleo_loss(X: torch.Tensor, block_size: int | str | None = None) -> torch.Tensor:
-    """−(1/N) Σ_i log min_{j≠i} d_R(x_i, x_j) (PAPER.md §3.3), with a blocked search.
+    """−(1/N) Σ_i log min_{j≠i} d_R(x_i, x_j) (KoLeo, Sablayrolles et al. 2019), blocked search.
 
     Same value and gradient as :func:`~dispersion.regularizers.pairwise.koleo_loss`.
     """
@@ -350,7 +350,7 @@ def blocked_koleo_loss(X: torch.Tensor, block_size: int | str | None = None) -> 
 
 
 def blocked_mmcs_loss(X: torch.Tensor, block_size: int | str | None = None) -> torch.Tensor:
-    """(1/N) Σ_i max_{j≠i} (⟨x_i, x_j⟩ + 1) (PAPER.md §3.4), with a blocked search.
+    """(1/N) Σ_i max_{j≠i} (⟨x_i, x_j⟩ + 1) (MMCS, Mettes et al. 2019), with a blocked search.
 
     Same value and gradient as :func:`~dispersion.regularizers.pairwise.mmcs_loss`.
     """

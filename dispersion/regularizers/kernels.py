@@ -75,7 +75,7 @@ def kernel_from_cosine(
     """Zonal kernel k(x, y) = f(⟨x, y⟩) evaluated elementwise on cosines ``c`` (any shape).
 
     With d = d_R = sqrt(2 − 2c) (``distance="chordal"``) or d = d_S = arccos c
-    (``"geodesic"``), PAPER.md §3.1:
+    (``"geodesic"``), the kernels of arXiv:2502.08231 (pairwise kernel energy):
 
     * ``gaussian``: exp(−γ d²)   (for chordal d this is exp(−2γ(1 − c)), smooth in c; cosines
       above 1, which only rounding produces, count as 1 in the value — so the diagonal of a

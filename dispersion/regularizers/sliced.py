@@ -1,4 +1,4 @@
-"""Sliced dispersion on great circles (PAPER.md §3.6, proposed by the paper)."""
+"""Sliced dispersion on great circles (proposed by Tokarchuk et al., arXiv:2502.08231)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 from .._checks import check_generator, check_positive_int
 from ..sphere import great_circles
 from .base import Regularizer
+from .scale import check_normalize
 
 __all__ = ["circle_angles", "sliced_energy_from_angles", "sliced_energy_from_projections", "Sliced"]
 
@@ -37,8 +38,8 @@ def sliced_energy_from_angles(theta: torch.Tensor) -> torch.Tensor:
 
     θ* is the best-dispersed configuration on the circle matched by sorted order: the
     zero-mean equally spaced grid φ_k = −π + (2k − 1)π/N (k = 1..N) rotated to the mean angle,
-    θ*_i = mean(θ) + φ_{r(i)} with r(i) the rank of θ_i (PAPER.md §3.6; the authors'
-    ``ledoh_torch/sliced_dispersion.py``). Cost O(L N log N) for the sort.
+    θ*_i = mean(θ) + φ_{r(i)} with r(i) the rank of θ_i (sliced dispersion, arXiv:2502.08231; the
+    authors' ``ledoh_torch/sliced_dispersion.py``). Cost O(L N log N) for the sort.
     """
     n = theta.shape[1]
     sorted_theta, _ = torch.sort(theta, dim=1, stable=True)  # ties in index order, as the fused path
@@ -136,7 +137,7 @@ def sliced_energy_from_projections(P: torch.Tensor) -> torch.Tensor:
 
     ``P``: (2, L, N), P[0, l, i] = ⟨x_i, p_l⟩ and P[1, l, i] = ⟨x_i, q_l⟩ (float32/float64,
     any device). Equals ``sliced_energy_from_angles(_safe_atan2(P[1], P[0]))`` — the same
-    formula, PAPER.md §3.6 — with the gradient computed in the forward pass from the sort's
+    formula (arXiv:2502.08231) — with the gradient computed in the forward pass from the sort's
     permutation (no autograd graph through atan2, the sort and the scatter of the sort's
     backward): faster forward+backward on the CPU at N = 10⁶, 13 slices (benchmarks/README.md).
     Once differentiable (double backward raises ``RuntimeError``); compose
@@ -172,17 +173,31 @@ class Sliced(Regularizer):
     axis_aligned : bool
     generator : torch.Generator, optional
         Source of the random circles; must be on the device of X.
+    normalize : bool
+        Divide the value by its gradient scale c(N, d) (:meth:`Regularizer.gradient_scale`), so
+        that one λ is comparable across methods; default False (the raw value).
+
+    Scale: a **sum** over the N rows of each circle (½ Σ_i (θ_i − θ*_i)², averaged over the
+    circles). At uniform points the residuals θ_i − θ*_i are those of sorted uniform angles
+    against the grid, of size ≈ π/√N, and a residual moves its row by residual/ρ (ρ the norm of
+    the row's projection on the circle, ≈ √(2/d)): c ≈ 1.8 √(d/N) for one circle (0.44 at
+    N = 512, d = 32; 0.61 at N = 512, d = 64), falling with the number of circles about as
+    L^(−0.3) (× 0.67, 0.43, 0.28 for L = 4, 16, 64; their pulls point in different
+    directions). The axis-aligned variant has the same scale. At N = 512, d = 64 that is about
+    10⁴ times the per-row pull of the Gaussian ``mhe`` — why a raw λ is not comparable.
     """
 
     name = "sliced"
 
-    def __init__(self, n_slices: int = 1, axis_aligned: bool = False, generator: torch.Generator | None = None):
+    def __init__(self, n_slices: int = 1, axis_aligned: bool = False, generator: torch.Generator | None = None,
+                 normalize: bool = False):
         super().__init__()
         self.n_slices = check_positive_int(n_slices, "n_slices")
         if not isinstance(axis_aligned, bool):
             raise TypeError(f"axis_aligned must be a bool, got {type(axis_aligned).__name__}")
         self.axis_aligned = axis_aligned
         self.generator = check_generator(generator)
+        self.normalize = check_normalize(normalize)
 
     def _axes(self, d: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         a = torch.randint(0, d, (self.n_slices,), generator=self.generator, device=device)
@@ -216,4 +231,4 @@ class Sliced(Regularizer):
         return sliced_energy_from_projections(self.projections(X))
 
     def hparams(self) -> dict:
-        return {"n_slices": self.n_slices, "axis_aligned": self.axis_aligned}
+        return {"n_slices": self.n_slices, "axis_aligned": self.axis_aligned, **self._normalize_hparams()}

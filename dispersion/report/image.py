@@ -1,4 +1,4 @@
-"""Tables and figures of the image-classification experiment (PAPER.md §4.3).
+"""Tables and figures of the image-classification experiment (arXiv:2502.08231; HPN, Mettes et al. 2019).
 
 Reads the ``summary.json`` files of :func:`dispersion.experiments.image.run` (never live
 objects) and writes, for one dataset:

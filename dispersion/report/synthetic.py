@@ -1,4 +1,4 @@
-"""Tables and figures of the synthetic studies (PAPER.md §4.2 and beyond).
+"""Tables and figures of the synthetic studies (arXiv:2502.08231, and the studies built on it).
 
 Every function reads the tidy CSVs written by :func:`aggregate` and writes Markdown + LaTeX
 tables (``<stem>.md``/``.tex``) and PDF + PNG figures (``<stem>.pdf``/``.png``).
@@ -46,9 +46,9 @@ def _reference(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def main_report(runs_csv, curves_csv, tables: Sequence[str], figures: Sequence[str]) -> list[str]:
-    """PAPER.md 4.2: final metrics table, iterations-per-second table, and the 2×2 figure
-    ({uniform, clumped} × {circular variance, min angle} against step, mean ± standard error
-    over seeds, with the i.i.d. uniform reference as a dashed line)."""
+    """The synthetic experiment of arXiv:2502.08231: final metrics table, iterations-per-second
+    table, and the 2×2 figure ({uniform, clumped} × {circular variance, min angle} against step,
+    mean ± standard error over seeds, with the i.i.d. uniform reference as a dashed line)."""
     import matplotlib.pyplot as plt
 
     runs = pd.read_csv(runs_csv)

@@ -1,4 +1,4 @@
-"""Tables and figures of the Tammes experiment (PAPER.md §4.1)."""
+"""Tables and figures of the Tammes experiment (arXiv:2502.08231)."""
 
 from __future__ import annotations
 

@@ -109,7 +109,7 @@ def test_fashion_mnist_real_files(fmnist_cache):
 def test_fashion_mnist_unpacked_from_debian(tmp_path):
     root, source = images.prepare_fashion_mnist(tmp_path, download=False)
     assert root == tmp_path and source == f"debian:{DEBIAN_FASHION_MNIST}"
-    for name, md5 in FASHION_MNIST_MD5.items():  # the decompressed files' md5 sums of DATA.md
+    for name, md5 in FASHION_MNIST_MD5.items():  # the decompressed files' md5 sums of docs/data.md
         assert images._md5(tmp_path / "FashionMNIST" / "raw" / name) == md5
 
 

@@ -40,7 +40,7 @@ def _write_hf_parquet(path, df, class_names: dict):
 def test_rotten_tomatoes_split_is_fixed_disjoint_and_complete():
     tr, te = T.load_local_text("rotten_tomatoes", "train"), T.load_local_text("rotten_tomatoes", "test")
     assert tr.label_names == ["fresh", "rotten"]
-    # DATA.md: 7 403 fresh and 5 405 rotten snippets in the file
+    # docs/data.md: 7 403 fresh and 5 405 rotten snippets in the file
     assert [a + b for a, b in zip(tr.class_counts(), te.class_counts())] == [7403, 5405]
     assert not set(tr.indices.tolist()) & set(te.indices.tolist())
     assert 0.18 < len(te) / (len(tr) + len(te)) < 0.22

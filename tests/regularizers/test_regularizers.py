@@ -40,7 +40,7 @@ def test_every_method_builds_from_a_config_dict():
         assert again.hparams() == reg.hparams()
 
 
-# Hand-picked cosines and the formulas of PAPER.md §3.1 evaluated directly.
+# Hand-picked cosines and the kernels of arXiv:2502.08231 evaluated directly.
 @pytest.mark.parametrize("c", [-0.9, -0.3, 0.0, 0.5, 0.95])
 def test_kernel_values(c):
     ct = torch.tensor(c, dtype=torch.float64)
@@ -124,7 +124,7 @@ def test_sliced_matches_a_naive_loop():
 
 
 def test_mmd_identity_for_the_gaussian_kernel():
-    # PAPER.md §3.1: for a rotation-invariant kernel, the pairwise energy is the squared MMD to
+    # arXiv:2502.08231: for a rotation-invariant kernel, the pairwise energy is the squared MMD to
     # the uniform measure up to constants. On S² with k = exp(−γ‖x−y‖²) = exp(−2γ(1−t)):
     # E_u k(x, u) = (1 − e^{−4γ})/(4γ) for every x (Archimedes), so
     # MMD²(P_X, U) = ((N−1)/N) R(X) + k(1)/N − (1 − e^{−4γ})/(4γ).

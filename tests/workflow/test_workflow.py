@@ -63,7 +63,7 @@ def test_synthetic_outputs(workflow_run):
     cfg = yaml.safe_load((ROOT / "config/test.yaml").read_text())["synthetic"]
     runs = pd.read_csv(res / "synthetic" / "main" / "runs.csv")
     assert len(runs) == 2 * (len(cfg["methods"]) + 1) * len(cfg["seeds"])
-    # the compute matching of PAPER.md 4.2: L = round(B^2 / N) slices, pairwise on B rows
+    # the compute matching of arXiv:2502.08231's synthetic experiment: L = round(B^2 / N) slices, pairwise on B rows
     n = cfg["main"]["n"]
     sliced = runs[runs["variant"] == "sliced_auto"]
     assert (sliced["resolved_params.n_slices"] == round(512**2 / n)).all()

@@ -4,6 +4,13 @@
 import sys
 
 from dispersion.pipeline import Paths, base_config, check_config, spec_json
+from dispersion.pipeline.audit import (
+    AuditPaths,
+    audit_embed_spec,
+    audit_posthoc_spec,
+    audit_spec,
+    scale_name,
+)
 from dispersion.pipeline.image import ImagePaths, check_imagenet200, run_spec
 from dispersion.pipeline.synthetic import SyntheticPaths, synthetic_specs
 from dispersion.pipeline.tammes import TammesPaths, tammes_spec
@@ -22,6 +29,7 @@ tammes_paths = TammesPaths(config)
 synthetic_paths = SyntheticPaths(config)
 image_paths = ImagePaths(config)
 text_paths = TextPaths(config)
+audit_paths = AuditPaths(config)
 SYNTHETIC_SPECS = synthetic_specs(config)
 
 # The interpreter that runs Snakemake runs the jobs too, so `.venv/bin/snakemake` works

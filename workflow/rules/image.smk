@@ -1,4 +1,4 @@
-# PAPER.md 4.3: image classification with hyperspherical prototypes placed by each method.
+# arXiv:2502.08231: image classification with hyperspherical prototypes placed by each method.
 # One run per (dataset, dim, method, seed); one report job per dataset (CSV, tables, figures).
 
 

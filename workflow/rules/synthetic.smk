@@ -1,4 +1,4 @@
-# PAPER.md 4.2: large-scale synthetic dispersion, the regime sweep, and the reviewers'
+# arXiv:2502.08231: large-scale synthetic dispersion, the regime sweep, and the reviewers'
 # questions (how many slices, full-batch vs minibatch, Riemannian vs Euclidean at scale).
 
 

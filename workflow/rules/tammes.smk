@@ -1,4 +1,4 @@
-# PAPER.md 4.1: the Tammes problem and the other cases with a known optimum.
+# arXiv:2502.08231: the Tammes problem and the other cases with a known optimum.
 
 
 rule tammes_run:

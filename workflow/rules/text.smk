@@ -1,4 +1,4 @@
-# Issue 6 (PAPER.md 4.4): text. Few classes: sentence classification on frozen MiniLM
+# Issue 6 (after the NMT experiment of arXiv:2502.08231): text. Few classes: sentence classification on frozen MiniLM
 # features with prototypes placed by each method (or a softmax head); many classes: a small
 # language model whose tied embedding table lives on the sphere, trained with CE + 10 R(E).
 # Frozen features and the tokenised corpus are computed once, under text.cache_dir.
@@ -79,6 +79,7 @@ rule text_lm:
     output:
         summary=os.path.join(text_paths.lm_run_dir(), "summary.json"),
         metrics=os.path.join(text_paths.lm_run_dir(), "metrics.jsonl"),
+        embedding=os.path.join(text_paths.lm_run_dir(), "embedding.pt"),
     log:
         paths.log("text", "lm_{method}_seed{seed}.log"),
     wildcard_constraints:
