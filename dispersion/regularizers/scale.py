@@ -167,13 +167,22 @@ def scale_draws(
     if "generator" in inspect.signature(cls.__init__).parameters:
         kwargs["generator"] = gen
     reg = cls(**kwargs)
+    with torch.inference_mode(False), torch.enable_grad():  # callable under no_grad/inference_mode
+        out = _draw_until(reg, cls.name, params_shown, n, d, n_draws, gen)
+    _CACHE[key] = out
+    return out
+
+
+def _draw_until(reg, name: str, params_shown: dict, n: int, d: int, n_draws: int | None,
+                gen: torch.Generator) -> tuple[float, ...]:
+    """The loop of :func:`scale_draws`: per-draw mean row norms until the stopping rule holds."""
     means: list[float] = []
     while True:
         X = uniform(n, d, generator=gen, dtype=torch.float64)
         m = riemannian_grad_norms(reg, X).mean().item()
         if not (math.isfinite(m) and m > 0):
             raise ValueError(
-                f"the gradient of {cls.name} with {params_shown} at uniform points (N={n}, d={d}) is "
+                f"the gradient of {name} with {params_shown} at uniform points (N={n}, d={d}) is "
                 f"zero or not finite (mean row norm {m}); normalize=True cannot be used there"
             )
         means.append(m)
@@ -183,9 +192,7 @@ def scale_draws(
                 break
         elif k >= MAX_DRAWS or (k >= MIN_DRAWS and _rel_se(means) <= TARGET_REL_SE):
             break
-    out = tuple(means)
-    _CACHE[key] = out
-    return out
+    return tuple(means)
 
 
 def estimate_gradient_scale(cls: type, params: Mapping[str, Any], n: int, d: int, *,

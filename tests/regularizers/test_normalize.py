@@ -184,3 +184,13 @@ def test_optimize_accepts_a_normalized_regularizer():
     X0 = dispersion.sphere.uniform(64, 8, generator=gen(8))
     res = optimize(X0, dispersion.build("mhe", normalize=True), steps=5, lr=1e-2)
     assert torch.isfinite(res.X).all()
+
+
+def test_first_call_under_no_grad_and_inference_mode():
+    """The estimate needs a gradient; it is taken even when the caller disabled autograd."""
+    X = dispersion.sphere.uniform(50, 7, generator=gen(9))
+    with torch.inference_mode():
+        a = dispersion.build("koleo", normalize=True)(X)
+    with torch.no_grad():
+        b = dispersion.build("mmcs", normalize=True)(X)
+    assert math.isfinite(a.item()) and math.isfinite(b.item())
