@@ -10,7 +10,9 @@ metrics, sampling and optimisation on the sphere.
 >>> loss = reg(X)
 
 The math (``regularizers``, ``metrics``, ``sphere``, ``optim``) imports only torch, geoopt and
-POT; data, models, experiments and reports live in their own subpackages.
+POT; data, models, training and reports live in their own modules; the experiments
+(``experiments/<name>.py``, one ``run(spec, out_dir)`` each) use them; ``pipeline`` turns the
+workflow's config into the experiments' specs and paths; ``cli`` is the command line.
 
 The names below are loaded on first use (PEP 562), so that ``python -m dispersion --help``
 starts without importing torch.
@@ -27,7 +29,7 @@ __version__ = "0.1.0"
 _LAZY = {
     # subpackages and modules, importable as attributes (``dispersion.optim.RiemannianAdam``)
     **{name: None for name in ("metrics", "sphere", "optim", "prototypes", "regularizers", "training",
-                               "data", "models", "report", "experiments")},
+                               "data", "models", "report", "experiments", "pipeline")},
     **{name: "regularizers" for name in (
         "METHODS", "MHE", "MMA", "MMCS", "SSW", "KoLeo", "Lloyd", "Regularizer", "Sliced", "Uniformity",
         "build", "method_parameters", "gradient_scale",
@@ -39,11 +41,13 @@ __all__ = [
     "METHODS", "build", "method_parameters", "gradient_scale", "Regularizer",
     "MHE", "MMA", "KoLeo", "MMCS", "Lloyd", "Sliced", "SSW", "Uniformity",
     "metrics", "sphere", "optim", "prototypes", "regularizers", "training", "data", "models", "report",
-    "experiments", "audit", "AuditReport", "disperse", "__version__",
+    "experiments", "pipeline", "audit", "AuditReport", "disperse", "__version__",
 ]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports on demand
-    from . import data, experiments, metrics, models, optim, prototypes, regularizers, report, sphere, training
+    from . import (
+        data, experiments, metrics, models, optim, pipeline, prototypes, regularizers, report, sphere, training,
+    )
     from .regularizers import (
         METHODS,
         MHE,
