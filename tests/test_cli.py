@@ -111,8 +111,3 @@ def test_every_run_command_takes_the_same_run_options_and_spec_parser(tmp_path):
         args = p.parse_args([cmd, "--spec", str(spec_file), "--out", "o", "--device", "cpu", "--threads", "1",
                              "--no-progress"])
         assert args.spec == {"n": 6, "d": 3} and args.device == "cpu" and args.threads == 1 and args.no_progress
-
-
-def test_main_module_is_the_command_line():
-    proc = subprocess.run([sys.executable, "-m", "dispersion", "methods"], capture_output=True, text=True)
-    assert proc.returncode == 0 and proc.stdout.startswith("mhe")

@@ -4,6 +4,7 @@ module-level imports (those run at import time, ``if TYPE_CHECKING:`` blocks lef
 separately, every import including the lazy ones inside functions."""
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,11 @@ def _module_name(path: Path) -> str:
 
 
 MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+@functools.lru_cache(maxsize=None)
+def _tree(module: str) -> ast.Module:
+    return ast.parse(MODULES[module].read_text(encoding="utf-8"))
 
 
 def _is_type_checking(node: ast.AST) -> bool:
@@ -63,12 +69,11 @@ def _targets(module: str, node) -> set[str]:
     return out
 
 
-def import_graph(lazy: bool) -> dict[str, set[str]]:
-    graph = {}
-    for module, path in MODULES.items():
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        graph[module] = set().union(*(_targets(module, n) for n in _import_nodes(tree, lazy)))
-    return graph
+@functools.lru_cache(maxsize=None)
+def import_graph(lazy: bool) -> dict[str, frozenset[str]]:
+    """Module → the package modules it imports (at module level, or anywhere with ``lazy``)."""
+    return {module: frozenset().union(*(_targets(module, n) for n in _import_nodes(_tree(module), lazy)))
+            for module in MODULES}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
