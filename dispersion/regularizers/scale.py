@@ -44,9 +44,10 @@ the process.
 
 Cost: draws × (one forward + backward pass of the method at (N, d) in float64 on the CPU), paid on
 the first call with a new N and d, then a dictionary look-up. For the pairwise methods that is
-O(N² d) per draw — 1–4 s a draw on one core at N = 20 000, d = 64, so 1.5 min for the ~25 draws
-of ``mhe`` there — so pass them a row minibatch at scale, as the paper does (a few ms a draw at
-N = 512); for ``sliced`` O(L N (d + log N)) per draw (14 ms at N = 20 000, d = 64).
+O(N² d) per draw — 3–11 s a draw on one core of a shared CPU at N = 20 000, d = 64, so 1.5–4 min
+for the ~22 draws of ``mhe`` there — so pass them a row minibatch at scale, as the paper does (a
+few ms a draw at N = 512); for ``sliced`` O(L N (d + log N)) per draw (14–45 ms at N = 20 000,
+d = 64). Measured: ``benchmarks/gradient_scales.py``.
 """
 
 from __future__ import annotations

@@ -159,9 +159,11 @@ def posthoc_table(df: pd.DataFrame, md: str | Path, tex: str | Path, *, scale: s
                                     _fmt(_mean(sub["knn_accuracy"]), 3), _fmt(_mean(sub["min_angle_deg"]), 2),
                                     _fmt(_mean(sub["mean_nn_angle_deg"]), 2), _fmt(_mean(sub["circular_variance"]), 4),
                                     _fmt(_mean(sub["time_s"]), 0)])))
-    rows.append(dict(zip(cols, ["i.i.d. uniform (reference)", "—", "—", "—", _fmt(first["uniform_min_angle_deg"], 2),
-                                _fmt(first["uniform_mean_nn_angle_deg"], 2), _fmt(first["uniform_circular_variance"], 4),
-                                "—"])))
+    # the reference's provenance in its cells (which also keeps Markdown from reparsing "1.0000" as 1)
+    rows.append(dict(zip(cols, ["i.i.d. uniform (reference)", "—", "—", "—",
+                                f"{_fmt(first['uniform_min_angle_deg'], 2)} (one draw)",
+                                f"{_fmt(first['uniform_mean_nn_angle_deg'], 2)} (closed form)",
+                                f"{_fmt(first['uniform_circular_variance'], 4)} (one draw)", "—"])))
     out = pd.DataFrame(rows)
     fids = sorted(f for f in df["fidelity"].unique() if f != "none")
     devices = ", ".join(sorted(df["device_name"].dropna().astype(str).unique()))
@@ -171,7 +173,7 @@ def posthoc_table(df: pd.DataFrame, md: str | Path, tex: str | Path, *, scale: s
                f"that holds each row's {k} original nearest neighbours; recall@{k} of those neighbours, leave-one-out "
                f"{k}-NN label accuracy (majority class {_fmt(first['majority_rate'], 3)}), the achieved min and mean "
                f"nearest-neighbour angle and circular variance; uniform: one draw of N i.i.d. points (mean NN angle: "
-               f"closed form); {df['seed'].nunique()} seed(s). Scale: {scale}; device: {devices}.")
+               f"closed form); time: the disperse() loop; {df['seed'].nunique()} seed(s). Scale: {scale}; device: {devices}.")
     write_table(out, md, tex, caption, f"tab:audit-posthoc-{str(first['table']).replace('_', '-')}")
     return out
 
