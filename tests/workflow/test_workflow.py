@@ -81,6 +81,24 @@ def test_synthetic_outputs(workflow_run):
 
 
 @pytest.mark.workflow
+def test_audit_outputs(workflow_run):
+    res, fig = workflow_run / "results", workflow_run / "figures"
+    cfg = yaml.safe_load((ROOT / "config/test.yaml").read_text())["audit"]
+    for table in [*cfg["run"], *(f"lm_{m}" for m in cfg["lm_tables"])]:
+        md = (res / "tables" / f"audit_{table}.md").read_text()
+        assert "mean NN angle (°)" in md and "uniform, closed form" in md and "device: cpu" in md
+        assert "\\toprule" in (res / "tables" / f"audit_{table}.tex").read_text()
+        for f in ("nn_angles", "pca", "tsne"):
+            assert (fig / f"audit_{table}_{f}.png").stat().st_size > 1000 and (fig / f"audit_{table}_{f}.pdf").exists()
+    assert "10-NN label accuracy" in (res / "tables" / "audit_minilm_debates.md").read_text()
+    runs = pd.read_csv(res / "audit" / "posthoc_runs.csv")
+    assert len(runs) == 2 * len(cfg["posthoc"]["methods"]) and set(runs["fidelity"]) == {"none", "knn_margin"}
+    assert (runs["recall"] <= 1).all() and (runs["n"] == cfg["posthoc"]["max_rows"]).all()
+    assert "i.i.d. uniform (reference)" in (res / "tables" / "audit_posthoc.md").read_text()
+    assert (fig / "audit_posthoc_tradeoff.png").stat().st_size > 1000
+
+
+@pytest.mark.workflow
 def test_image_outputs(workflow_run):
     res, fig = workflow_run / "results", workflow_run / "figures"
     runs = pd.read_csv(res / "image" / "fashion_mnist_runs.csv")
