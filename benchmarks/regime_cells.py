@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     from dispersion.optim import optimize
     from dispersion.regularizers import build
     from dispersion.runio import atomic_write_text, device_description, seed_everything
-    from dispersion.workflow_helpers import base_config, synthetic_specs
+    from dispersion.pipeline import base_config
+    from dispersion.pipeline.synthetic import synthetic_specs
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--measure-steps", type=int, default=10, help="optimisation steps timed per variant")
