@@ -80,6 +80,25 @@ def add_run_options(s: argparse.ArgumentParser, device: bool = True, threads: bo
     s.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
+def add_run_command(sub, name: str, func, *, help: str, description: str, spec_help: str,
+                    inputs: dict[str, str] | None = None, out_help: str = "run directory to write",
+                    seed: bool = False, run_options: bool = True) -> argparse.ArgumentParser:
+    """A command that runs one resolved spec: ``--spec`` (:func:`spec_arg`), the required input
+    files ``inputs`` (flag -> help), ``--out``, ``--seed`` when the seed is not in the spec, and
+    :func:`add_run_options` unless ``run_options`` is false; calls ``func(args)``."""
+    s = sub.add_parser(name, help=help, description=description)
+    s.add_argument("--spec", type=spec_arg, required=True, help=spec_help)
+    for flag, text in (inputs or {}).items():
+        s.add_argument(flag, required=True, help=text)
+    s.add_argument("--out", required=True, help=out_help)
+    if seed:
+        s.add_argument("--seed", type=int, required=True)
+    if run_options:
+        add_run_options(s)
+    s.set_defaults(func=func)
+    return s
+
+
 def _run_spec(args, spec: dict, **extra) -> dict:
     """``spec`` with the run options applied: ``--device`` replaces its device, ``extra`` (the
     seed, input files) is merged in, ``--threads`` sets torch's CPU threads."""
@@ -398,15 +417,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_methods)
 
     # --- Tammes (arXiv:2502.08231, §4.1)
-    s = sub.add_parser("tammes-run", help="one Tammes optimisation (arXiv:2502.08231, §4.1)",
-                       description="Optimise N uniform random points on S^(d-1) with one method and write "
-                       "metrics.jsonl and summary.json into --out.")
-    s.add_argument("--spec", type=spec_arg, required=True,
-                   help="JSON object or file: n, d, method, params, optimizer, steps, lr, seed [, device, log_every, "
-                   "case, variant, label]")
-    s.add_argument("--out", required=True, help="run directory to write")
-    add_run_options(s)
-    s.set_defaults(func=cmd_tammes_run)
+    add_run_command(sub, "tammes-run", cmd_tammes_run, help="one Tammes optimisation (arXiv:2502.08231, §4.1)",
+                    description="Optimise N uniform random points on S^(d-1) with one method and write "
+                    "metrics.jsonl and summary.json into --out.",
+                    spec_help="JSON object or file: n, d, method, params, optimizer, steps, lr, seed [, device, "
+                    "log_every, case, variant, label]")
 
     s = sub.add_parser("tammes-aggregate", help="merge Tammes runs into tidy CSVs")
     s.add_argument("--summaries", nargs="+", required=True, help="summary.json files")
@@ -430,15 +445,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_tammes_figures)
 
     # --- synthetic studies (§4.2)
-    s = sub.add_parser("synthetic-run", help="one large-scale synthetic optimisation (arXiv:2502.08231, §4.2)",
-                       description="Optimise N points from a uniform or clumped start with one method; "
-                       "writes metrics.jsonl and summary.json into --out.")
-    s.add_argument("--spec", type=spec_arg, required=True,
-                   help="JSON object or file: n, d, init, kappa, method, params, steps, lr, optimizer, seed "
-                   "[, batch_size, max_time_s, log_every, device, study, cell, variant, label]")
-    s.add_argument("--out", required=True, help="run directory to write")
-    add_run_options(s)
-    s.set_defaults(func=cmd_synthetic_run)
+    add_run_command(sub, "synthetic-run", cmd_synthetic_run,
+                    help="one large-scale synthetic optimisation (arXiv:2502.08231, §4.2)",
+                    description="Optimise N points from a uniform or clumped start with one method; "
+                    "writes metrics.jsonl and summary.json into --out.",
+                    spec_help="JSON object or file: n, d, init, kappa, method, params, steps, lr, optimizer, seed "
+                    "[, batch_size, max_time_s, log_every, device, study, cell, variant, label]")
 
     s = sub.add_parser("synthetic-aggregate", help="merge the runs of one synthetic study into tidy CSVs")
     s.add_argument("--summaries", nargs="+", required=True)
@@ -487,40 +499,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     # --- text (§4.4)
     spec_help = "the resolved spec: a JSON object or file (dispersion.pipeline.text.*_spec)"
-    s = sub.add_parser("text-features", help="encode a text dataset once (frozen sentence features)",
-                       description="Encode the train and test texts of one dataset with the sentence encoder "
-                       "and write the features (.pt) to --out.")
-    s.add_argument("--spec", type=spec_arg, required=True, help=spec_help)
-    s.add_argument("--out", required=True, help="features file to write (.pt)")
-    add_run_options(s)
-    s.set_defaults(func=cmd_text_features)
-
-    s = sub.add_parser("text-classify", help="one sentence-classification run (prototypes or softmax)",
-                       description="Place prototypes (unless softmax), train the projection on frozen "
-                       "features and write metrics.jsonl and summary.json into --out.")
-    s.add_argument("--spec", type=spec_arg, required=True, help=spec_help)
-    s.add_argument("--features", required=True, help="features file from text-features")
-    s.add_argument("--out", required=True, help="run directory to write")
-    s.add_argument("--seed", type=int, required=True)
-    add_run_options(s)
-    s.set_defaults(func=cmd_text_classify)
-
-    s = sub.add_parser("text-corpus", help="tokenise the language-model corpus once",
-                       description="Tokenise the train/test parts of the local corpora and write the token "
-                       "streams, vocabulary facts and the unigram perplexity (.pt) to --out.")
-    s.add_argument("--spec", type=spec_arg, required=True, help=spec_help)
-    s.add_argument("--out", required=True, help="corpus file to write (.pt)")
-    s.set_defaults(func=cmd_text_corpus)
-
-    s = sub.add_parser("text-lm", help="one language-model run with a spherical embedding table",
-                       description="Train the small causal Transformer LM with CE + lambda * R(E) and write "
-                       "metrics.jsonl and summary.json into --out.")
-    s.add_argument("--spec", type=spec_arg, required=True, help=spec_help)
-    s.add_argument("--corpus", required=True, help="corpus file from text-corpus")
-    s.add_argument("--out", required=True, help="run directory to write")
-    s.add_argument("--seed", type=int, required=True)
-    add_run_options(s)
-    s.set_defaults(func=cmd_text_lm)
+    add_run_command(sub, "text-features", cmd_text_features,
+                    help="encode a text dataset once (frozen sentence features)",
+                    description="Encode the train and test texts of one dataset with the sentence encoder "
+                    "and write the features (.pt) to --out.",
+                    spec_help=spec_help, out_help="features file to write (.pt)")
+    add_run_command(sub, "text-classify", cmd_text_classify,
+                    help="one sentence-classification run (prototypes or softmax)",
+                    description="Place prototypes (unless softmax), train the projection on frozen "
+                    "features and write metrics.jsonl and summary.json into --out.",
+                    spec_help=spec_help, inputs={"--features": "features file from text-features"}, seed=True)
+    add_run_command(sub, "text-corpus", cmd_text_corpus, help="tokenise the language-model corpus once",
+                    description="Tokenise the train/test parts of the local corpora and write the token "
+                    "streams, vocabulary facts and the unigram perplexity (.pt) to --out.",
+                    spec_help=spec_help, out_help="corpus file to write (.pt)", run_options=False)
+    add_run_command(sub, "text-lm", cmd_text_lm, help="one language-model run with a spherical embedding table",
+                    description="Train the small causal Transformer LM with CE + lambda * R(E) and write "
+                    "metrics.jsonl and summary.json into --out.",
+                    spec_help=spec_help, inputs={"--corpus": "corpus file from text-corpus"}, seed=True)
 
     s = sub.add_parser("text-report", help="tidy CSVs, tables and figures of the text runs",
                        description="Merge text summary.json files into CSVs and write the classification and "
@@ -533,13 +529,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_text_report)
 
     # --- the audit experiment (issue 13)
-    s = sub.add_parser("audit-embed", help="encode one split of a text corpus for the audit experiment",
-                       description="Encode the texts of one split with a sentence encoder and write the table, "
-                       "labels and texts (.pt) to --out.")
-    s.add_argument("--spec", type=spec_arg, required=True, help="the resolved spec (dispersion.pipeline.audit.audit_embed_spec)")
-    s.add_argument("--out", required=True, help="table file to write (.pt)")
-    add_run_options(s)
-    s.set_defaults(func=cmd_audit_embed)
+    add_run_command(sub, "audit-embed", cmd_audit_embed,
+                    help="encode one split of a text corpus for the audit experiment",
+                    description="Encode the texts of one split with a sentence encoder and write the table, "
+                    "labels and texts (.pt) to --out.",
+                    spec_help="the resolved spec (dispersion.pipeline.audit.audit_embed_spec)",
+                    out_help="table file to write (.pt)")
 
     s = sub.add_parser("audit-run", help="one run of the audit experiment (an audit or a post-hoc dispersion)",
                        description="Audit one table (kind audit: summary.json, audit.md, figures) or disperse "

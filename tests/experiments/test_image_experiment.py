@@ -9,43 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from dispersion.data import images
-from dispersion.data.images import DEBIAN_FASHION_MNIST, FASHION_MNIST_MD5
+from conftest import needs_fmnist, workflow_config
 
-HAVE_FMNIST = all((DEBIAN_FASHION_MNIST / f"{n}.gz").is_file() for n in FASHION_MNIST_MD5)
-needs_fmnist = pytest.mark.skipif(not HAVE_FMNIST, reason="Debian package dataset-fashion-mnist not installed")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a busy 2-core machine, 2 threads spin against each other (3-4x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def fmnist_cache(tmp_path_factory):
-    """A cache folder with the real Fashion-MNIST unpacked once for the module."""
-    root = tmp_path_factory.mktemp("fmnist")
-    images.prepare_fashion_mnist(root, download=False)
-    return root
-
-
-def _test_config():
-    import yaml
-    from snakemake.utils import update_config
-
-    cfg = yaml.safe_load(open("config/config.yaml"))
-    update_config(cfg, yaml.safe_load(open("config/test.yaml")))
-    return cfg
-
-
-def _paper_config():
-    import yaml
-
-    return yaml.safe_load(open("config/config.yaml"))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @needs_fmnist
@@ -55,7 +21,7 @@ def test_image_run_and_report_on_real_fashion_mnist(tmp_path, fmnist_cache):
     from dispersion.pipeline.image import run_spec
     from dispersion.report import image as report
 
-    cfg = _test_config()
+    cfg = workflow_config()
     cfg["image"]["data_dir"] = str(fmnist_cache)
     summaries = []
     for method in ("softmax", "mma"):
@@ -87,7 +53,7 @@ def test_image_run_on_imagenet200_folder_fixture(tmp_path):
         for c in range(200):
             (root / split / f"n{c:08d}").mkdir(parents=True)
             Image.new("RGB", (64, 64), (c, 255 - c, (7 * c) % 256)).save(root / split / f"n{c:08d}" / "a.JPEG")
-    cfg = _test_config()
+    cfg = workflow_config()
     cfg["image"]["datasets"]["imagenet200"] = {"dims": [4], "path": str(root), "augment": {"padding": 4, "hflip": True}}
     spec = run_spec(cfg, "imagenet200", 4, "uniform")
     spec["train"]["batch_size"] = 100

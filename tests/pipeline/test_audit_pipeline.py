@@ -3,15 +3,15 @@ config checks naming the key."""
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+from conftest import ROOT, shipped
 from dispersion._config import deep_merge
 from dispersion.experiments import audit as exp
-from dispersion.pipeline import check_config, run_specs, shipped_configs
+from dispersion.pipeline import check_config, run_specs
 from dispersion.pipeline.audit import (
     AuditPaths,
     audit_posthoc_runs,
@@ -22,8 +22,7 @@ from dispersion.pipeline.audit import (
 )
 from dispersion.pipeline.audit import check as check_audit_config
 
-ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = shipped_configs(str(ROOT))
+CONFIGS = shipped()
 BASE = CONFIGS["config.yaml"]
 
 

@@ -11,16 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ROOT, shipped
 from dispersion._config import deep_merge
 from dispersion.pipeline import (
     committed_run_mismatches,
     run_specs,
-    shipped_configs,
     spec_differences,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = shipped_configs(str(ROOT))
+CONFIGS = shipped()
 
 
 def committed_summaries() -> list[str]:

@@ -2,32 +2,19 @@
 
 import pytest
 
-
-def _test_config():
-    import yaml
-    from snakemake.utils import update_config
-
-    cfg = yaml.safe_load(open("config/config.yaml"))
-    update_config(cfg, yaml.safe_load(open("config/test.yaml")))
-    return cfg
-
-
-def _paper_config():
-    import yaml
-
-    return yaml.safe_load(open("config/config.yaml"))
+from conftest import workflow_config
 
 
 def test_run_spec_and_grid():
     from dispersion.pipeline.image import image_runs, run_spec
 
-    cfg = _test_config()
+    cfg = workflow_config()
     spec = run_spec(cfg, "fashion_mnist", "3", "mma")
     assert spec["dim"] == 3 and spec["head"] == "prototype" and spec["regularizer"] == "mma"
     assert spec["train"]["epochs"] == 1 and spec["model"] == {"depth": 8, "width": 4}
     assert run_spec(cfg, "fashion_mnist", 2, "softmax")["regularizer"] is None
     assert run_spec(cfg, "fashion_mnist", 2, "uniform")["regularizer"] == "uniform"
-    paper = yaml_paper = _paper_config()
+    paper = yaml_paper = workflow_config(None)
     s = run_spec(paper, "cifar100", 50, "mhe_riesz_chordal")
     assert s["train"]["milestones"] == [100, 200] and s["train"]["epochs"] == 250 and s["params"]["kernel"] == "riesz"
     assert run_spec(yaml_paper, "fashion_mnist", 2, "mma")["train"]["epochs"] == 40
