@@ -111,3 +111,26 @@ def test_every_run_command_takes_the_same_run_options_and_spec_parser(tmp_path):
         args = p.parse_args([cmd, "--spec", str(spec_file), "--out", "o", "--device", "cpu", "--threads", "1",
                              "--no-progress"])
         assert args.spec == {"n": 6, "d": 3} and args.device == "cpu" and args.threads == 1 and args.no_progress
+
+
+def test_every_command_is_wired_to_a_function():
+    """Each subcommand (and each sub-subcommand, e.g. of ``audit``) names the function it runs:
+    a parser edit that drops ``set_defaults(func=...)`` would otherwise only fail when a user
+    calls that command."""
+    import argparse
+
+    from dispersion.cli import build_parser
+
+    def commands(parser, prefix=()):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    if any(isinstance(a, argparse._SubParsersAction) for a in sub._actions):
+                        yield from commands(sub, (*prefix, name))
+                    else:
+                        yield (*prefix, name), sub
+
+    found = list(commands(build_parser()))
+    assert len(found) >= 20  # tammes-run … audit-posthoc-report
+    for name, sub in found:
+        assert callable(sub.get_default("func")), f"command {' '.join(name)!r} has no function to run"
