@@ -127,12 +127,38 @@ def _latex_escape(text: str) -> str:
     return "".join(_LATEX_CHARS.get(ch, ch) for ch in str(text))
 
 
-def write_table(df: pd.DataFrame, md_path: str | Path, tex_path: str | Path, caption: str, label: str) -> None:
+def scale_of(path: str | Path) -> str:
+    """The scale an output path belongs to, for captions: ``paper`` under ``results/`` or
+    ``figures/`` (relative paths, as the workflow writes them), ``quick`` / ``cpu`` under
+    ``quick/`` / ``cpu/``, else ``"output folder <parent>"``."""
+    p = Path(path)
+    first = p.parts[0] if p.parts and not p.is_absolute() else ""
+    if first in ("results", "figures"):
+        return "paper"
+    if first in ("quick", "cpu"):
+        return first
+    return f"output folder {p.parent}"
+
+
+def provenance(path: str | Path, runs: pd.DataFrame) -> str:
+    """``"Scale: <scale>; device: <device names>."``: what every table caption states, the scale
+    from the output ``path`` (:func:`scale_of`) and the devices from the ``device_name`` (else
+    ``device``) column of the ``runs`` that produced it."""
+    col = "device_name" if "device_name" in runs else "device"
+    devices = ", ".join(sorted(runs[col].dropna().astype(str).unique())) if col in runs else "not recorded"
+    return f"Scale: {scale_of(path)}; device: {devices or 'not recorded'}."
+
+
+def write_table(df: pd.DataFrame, md_path: str | Path, tex_path: str | Path, caption: str, label: str,
+                runs: pd.DataFrame | None = None) -> None:
     """Write ``df`` as a Markdown table (``md_path``) and a LaTeX booktabs table (``tex_path``),
     both atomically. The LaTeX is a ``table`` environment with ``caption`` and ``label``, for
     ``\\input`` from ``paper/`` (needs ``booktabs`` and ``graphicx``); a table wider than the
-    text is scaled down to the text width. The two files are one :func:`~dispersion.runio.output_set`:
-    both or neither."""
+    text is scaled down to the text width. With ``runs`` (the tidy runs behind the table), the
+    caption ends with the scale and the devices (:func:`provenance`). The two files are one
+    :func:`~dispersion.runio.output_set`: both or neither."""
+    if runs is not None:
+        caption = f"{caption} {provenance(md_path, runs)}"
     md = f"{caption}\n\n" + df.to_markdown(index=False) + "\n"
     cols = list(df.columns)
     lines = [

@@ -68,7 +68,7 @@ def main_report(runs_csv, curves_csv, tables: Sequence[str], figures: Sequence[s
     write_table(final, f"{tables[0]}.md", f"{tables[0]}.tex",
                 caption=(f"Large-scale synthetic dispersion, N = {n}, d = {d}: final minimum angle (radians) and "
                          "circular variance, mean ± std over seeds, from a uniform and a clumped (Power Spherical, "
-                         "κ = 100) start."), label="tab:synthetic-final")
+                         "κ = 100) start."), label="tab:synthetic-final", runs=runs)
     out += [f"{tables[0]}.md", f"{tables[0]}.tex"]
     opt = runs[runs["method"] != "reference"]
     speed = (opt.groupby(["label", "device_name"], sort=False)["it_per_s"]
@@ -78,7 +78,7 @@ def main_report(runs_csv, curves_csv, tables: Sequence[str], figures: Sequence[s
     speed = speed.merge(bs.rename(columns={"label": "method", "batch_size_used": "rows per step"}), on="method")
     write_table(speed, f"{tables[1]}.md", f"{tables[1]}.tex",
                 caption=(f"Update steps per second (forward, backward, optimiser step; metrics excluded), N = {n}, "
-                         f"d = {d}, mean ± std over runs, per device."), label="tab:synthetic-speed")
+                         f"d = {d}, mean ± std over runs, per device."), label="tab:synthetic-speed", runs=runs)
     out += [f"{tables[1]}.md", f"{tables[1]}.tex"]
     if figures:
         figure_style()
@@ -133,7 +133,7 @@ def regimes_report(runs_csv, curves_csv, tables: Sequence[str], figures: Sequenc
     write_table(table, f"{tables[0]}.md", f"{tables[0]}.tex",
                 caption=("Regimes: final minimum angle relative to i.i.d. uniform points of the same N and d "
                          "(> 1: more dispersed than random), mean over seeds, clumped start, matched compute."),
-                label="tab:synthetic-regimes")
+                label="tab:synthetic-regimes", runs=runs)
     out = [f"{tables[0]}.md", f"{tables[0]}.tex"]
     if figures:
         figure_style()
@@ -177,7 +177,7 @@ def slices_report(runs_csv, curves_csv, tables: Sequence[str], figures: Sequence
     n, d = int(runs["n"].iloc[0]), int(runs["d"].iloc[0])
     write_table(table, f"{tables[0]}.md", f"{tables[0]}.tex",
                 caption=(f"How many slices? {runs['label'].iloc[0]} with L great circles per step, N = {n}, d = {d}: "
-                         "at a fixed number of steps and at a fixed update time."), label="tab:synthetic-slices")
+                         "at a fixed number of steps and at a fixed update time."), label="tab:synthetic-slices", runs=runs)
     out = [f"{tables[0]}.md", f"{tables[0]}.tex"]
     if figures:
         figure_style()
@@ -208,7 +208,7 @@ def fullbatch_report(runs_csv, curves_csv, tables: Sequence[str], figures: Seque
     n, d = int(runs["n"].iloc[0]), int(runs["d"].iloc[0])
     write_table(table, f"{tables[0]}.md", f"{tables[0]}.tex",
                 caption=f"Full-batch against minibatch pairwise energy at equal update time, N = {n}, d = {d}.",
-                label="tab:synthetic-fullbatch")
+                label="tab:synthetic-fullbatch", runs=runs)
     return [f"{tables[0]}.md", f"{tables[0]}.tex"]
 
 
@@ -230,7 +230,7 @@ def optimizers_report(runs_csv, curves_csv, tables: Sequence[str], figures: Sequ
     n, d = int(runs["n"].iloc[0]), int(runs["d"].iloc[0])
     write_table(table, f"{tables[0]}.md", f"{tables[0]}.tex",
                 caption=f"Riemannian Adam against Adam with row re-normalisation at scale, N = {n}, d = {d}, clumped start.",
-                label="tab:synthetic-optimizers")
+                label="tab:synthetic-optimizers", runs=runs)
     return [f"{tables[0]}.md", f"{tables[0]}.tex"]
 
 

@@ -71,6 +71,7 @@ def table(runs_csv: str | Path, md_path: str | Path, tex_path: str | Path, optim
                  "with the difference to the best known angle in parentheses; "
                  "mean ± std over seeds where there are several."),
         label=f"tab:tammes-{optimizer}",
+        runs=df,
     )
     return out
 

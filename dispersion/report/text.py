@@ -71,7 +71,7 @@ def classify_table(df: pd.DataFrame, md: str | Path, tex: str | Path, value: str
     n_seeds = df.groupby(["dataset", "dim", "method"]).size().max()
     caption = caption or (f"Text classification on frozen sentence features: test accuracy (%), mean ± std over "
                           f"{n_seeds} seed(s); prototypes placed by each method, Softmax CE the baseline.")
-    write_table(out, md, tex, caption, label)
+    write_table(out, md, tex, caption, label, runs=df)
     return out
 
 
