@@ -19,11 +19,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-import geoopt
 import torch
 
 from ._checks import NORM_ATOL, check_generator, check_points, check_positive, check_positive_int
+from ._imports import quiet_import
 from ._loop import progress_bar, synchronize
+
+geoopt = quiet_import("geoopt")
 
 __all__ = [
     "OPTIMIZERS", "OptimResult", "RiemannianAdam", "RiemannianSGD", "make_optimizer", "sphere_parameter", "optimize",

@@ -257,3 +257,17 @@ def test_optimize_rejects_a_missing_regularizer_and_takes_numpy_scalars():
         optimize(X, None, steps=2, lr=0.1)
     res = optimize(X, dispersion.build("mma"), steps=np.int64(3), lr=np.float32(0.1), log_every=np.int64(1))
     assert res.steps == 3 and [r["step"] for r in res.history] == [0, 1, 2, 3]
+
+
+def test_library_import_is_free_of_third_party_jit_warnings():
+    """geoopt and POT call ``torch.jit.script`` at import; torch warns about it. The library
+    imports them through ``_imports.quiet_import``, so a user running with warnings as errors
+    can still import and use the optimisers and SSW."""
+    import subprocess
+    import sys
+
+    code = ("import torch, dispersion; from dispersion import build; "
+            "X = torch.nn.functional.normalize(torch.randn(20, 4), dim=1); "
+            "build('ssw', n_projections=2)(X); dispersion.optim.optimize(X, build('mma'), steps=2, lr=0.01)")
+    r = subprocess.run([sys.executable, "-W", "error::FutureWarning", "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]

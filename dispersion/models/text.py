@@ -277,8 +277,9 @@ class CausalTransformerLM(nn.Module):
         self.vocab_size, self.dim, self.max_len, self.embedding = vocab_size, dim, max_len, embedding
         init = torch.randn(vocab_size, dim, generator=generator)
         if embedding == "sphere":
-            import geoopt
+            from .._imports import quiet_import
 
+            geoopt = quiet_import("geoopt")
             self.E = geoopt.ManifoldParameter(nn.functional.normalize(init, dim=1), manifold=geoopt.SphereExact())
             self.log_scale = nn.Parameter(torch.tensor(math.log(logit_scale)))
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .._checks import check_generator, check_positive_int
+from .._imports import quiet_import
 from ..sphere import great_circles
 from .base import Regularizer
 from .scale import check_normalize
@@ -50,7 +51,7 @@ class SSW(Regularizer):
         self.normalize = check_normalize(normalize)
 
     def energy(self, X: torch.Tensor) -> torch.Tensor:
-        import ot
+        ot = quiet_import("ot")
 
         frames = great_circles(self.n_projections, X.shape[1], generator=self.generator, dtype=X.dtype, device=X.device)
         Xn = torch.nn.functional.normalize(X, dim=1)
