@@ -63,7 +63,10 @@ def run(spec: dict, out_dir: str | Path, *, progress: bool = True) -> dict:
     stored, float32 on the CPU, with the word vocabulary ``itos`` when there is one) into
     ``out_dir``, as one set. Returns the summary dict; ``final`` holds ``test_perplexity``,
     ``test_accuracy``, ``test_loss`` (nats/token), ``unigram_perplexity``, the geometry of E
-    (:func:`dispersion.training.embedding_geometry`), ``train_time_s`` (the update steps only,
+    (:func:`dispersion.training.embedding_geometry`), and of its rows seen and never seen in
+    the training text on their own (``n_unseen_rows``; ``min_angle``, ``circular_variance``,
+    ``mean_nn_angle`` with suffix ``_seen`` / ``_unseen``; the evaluation rows of
+    ``metrics.jsonl`` also carry ``min_angle_unseen`` and ``circular_variance_unseen``), ``train_time_s`` (the update steps only,
     CUDA synchronised), ``tokens_per_s``, ``logit_scale`` and sizes. Raises ``ValueError`` for a
     bad spec or a diverged loss.
     """
@@ -93,7 +96,11 @@ def run(spec: dict, out_dir: str | Path, *, progress: bool = True) -> dict:
     V = int(corpus["vocab_size"])
     train_ids = corpus["train_ids"].to(device)
     test_ids = corpus["test_ids"].to(device)
-    counts = torch.bincount(corpus["train_ids"], minlength=V).double() + 1  # add-one unigram of the train text
+    train_counts = torch.bincount(corpus["train_ids"], minlength=V)
+    counts = train_counts.double() + 1  # add-one unigram of the train text
+    # rows whose token never occurs in the training text: they only ever get the softmax's push
+    # away from the contexts, the same push for all of them (the paper's collapsing rare rows)
+    unseen = (train_counts == 0).to(device)
     unigram_logp = (counts.log() - counts.sum().log()).to(device)
     if train_ids.numel() <= T + 1:
         raise ValueError(f"the training stream ({train_ids.numel()} tokens) is shorter than seq_len + 1")
@@ -130,9 +137,14 @@ def run(spec: dict, out_dir: str | Path, *, progress: bool = True) -> dict:
     def evaluate(step: int) -> dict:
         ev = evaluate_lm(model, test_ids, T, int(tr["eval_batch_size"]), tr.get("eval_tokens"), device, amp,
                          unigram_logp)
-        geo = embedding_geometry(model.embedding_table(), int(tr["hist_bins"]))
-        return {"test_perplexity": ev["perplexity"], "test_accuracy": ev["accuracy"],
-                "min_angle": geo["min_angle"], "circular_variance": geo["circular_variance"]}
+        table = model.embedding_table()
+        geo = embedding_geometry(table, int(tr["hist_bins"]))
+        out = {"test_perplexity": ev["perplexity"], "test_accuracy": ev["accuracy"],
+               "min_angle": geo["min_angle"], "circular_variance": geo["circular_variance"]}
+        if 2 <= int(unseen.sum()) < V:
+            geo_u = embedding_geometry(table[unseen], int(tr["hist_bins"]))
+            out.update(min_angle_unseen=geo_u["min_angle"], circular_variance_unseen=geo_u["circular_variance"])
+        return out
 
     timing = train_lm(model, train_ids, steps=steps, batch_size=B, seq_len=T, optimizers=[opt_e, opt_d],
                       schedulers=scheds, regularizer=reg, lam=lam, lambda_per=lambda_per, reg_rows=reg_rows,
@@ -141,9 +153,18 @@ def run(spec: dict, out_dir: str | Path, *, progress: bool = True) -> dict:
                       progress=progress, desc=f"lm {spec['method']} s{seed}")
     train_time = timing["train_time_s"]
     ev = evaluate_lm(model, test_ids, T, int(tr["eval_batch_size"]), tr.get("eval_tokens"), device, amp, unigram_logp)
-    geo = embedding_geometry(model.embedding_table(), int(tr["hist_bins"]))
+    table = model.embedding_table()
+    geo = embedding_geometry(table, int(tr["hist_bins"]))
+    n_unseen = int(unseen.sum())
+    geo_u = embedding_geometry(table[unseen], int(tr["hist_bins"])) if 2 <= n_unseen < V else None
+    geo_s = embedding_geometry(table[~unseen], int(tr["hist_bins"])) if 2 <= V - n_unseen < V else None
+    by_frequency = {"n_unseen_rows": n_unseen}
+    for name, g in (("unseen", geo_u), ("seen", geo_s)):
+        if g is not None:
+            by_frequency.update({f"{k}_{name}": g[k] for k in ("min_angle", "circular_variance", "mean_nn_angle")})
     rec.log(step=steps, test_perplexity=ev["perplexity"], test_accuracy=ev["accuracy"], min_angle=geo["min_angle"],
-            circular_variance=geo["circular_variance"])
+            circular_variance=geo["circular_variance"],
+            **{k: by_frequency[k] for k in ("min_angle_unseen", "circular_variance_unseen") if k in by_frequency})
     if model.embedding == "sphere":
         norm_err = (model.E.detach().norm(dim=1) - 1).abs().max().item()
     else:
@@ -156,6 +177,7 @@ def run(spec: dict, out_dir: str | Path, *, progress: bool = True) -> dict:
         "unigram_perplexity": ev["unigram_perplexity"],
         "unigram_perplexity_full_test": corpus["unigram_perplexity"],
         **geo,
+        **by_frequency,
         "max_row_norm_error": norm_err,
         "lambda": lam,
         "lambda_per": lambda_per,

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["Paths"]
+__all__ = ["Paths", "EXPERIMENTS"]
+
+#: What ``rule all`` can build, in order: the values of the config's ``experiments`` key (all of
+#: them when the key is absent).
+EXPERIMENTS = ("tammes", "synthetic", "image", "text_classify", "text_lm", "audit", "paper")
 
 
 class Paths:
@@ -25,6 +29,14 @@ class Paths:
     def table(self, name: str) -> dict:
         """``{"md": ..., "tex": ...}`` of a generated table."""
         return {"md": self.res("tables", f"{name}.md"), "tex": self.res("tables", f"{name}.tex")}
+
+    def selected(self, experiment: str) -> bool:
+        """Whether ``rule all`` builds ``experiment`` (one of :data:`EXPERIMENTS`): it is in the
+        config's ``experiments`` list, or the list is absent. ``ValueError`` for an unknown name."""
+        if experiment not in EXPERIMENTS:
+            raise ValueError(f"experiment must be one of {list(EXPERIMENTS)}, got {experiment!r}")
+        chosen = self.config.get("experiments")
+        return chosen is None or experiment in chosen
 
     def log(self, *parts: str) -> str:
         """A log file path."""

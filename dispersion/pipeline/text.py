@@ -191,12 +191,13 @@ class TextPaths(Paths):
             "figures": [str(Path(self.figures) / f"{f}.{e}") for f in figures for e in ("pdf", "png")],
         }
 
-    def outputs(self) -> list[str]:
-        """Every target of ``rule all`` (empty without a ``text`` section)."""
+    def outputs(self, tasks=("classify", "lm")) -> list[str]:
+        """Every target of ``rule all`` for ``tasks`` (``"classify"``, ``"lm"``; empty without a
+        ``text`` section)."""
         if "text" not in self.config:
             return []
         out: list[str] = []
-        for task in ("classify", "lm"):
+        for task in tasks:
             r = self.report_outputs(task)
             out += [r["csv"], *r["tables"], *r["figures"]]
         return out

@@ -11,7 +11,7 @@ Markdown + LaTeX (booktabs) tables of mean ± std over seeds, and two figures (P
 * ``text_classify_accuracy.{pdf,png}`` — test accuracy per method, one panel per dataset,
   one colour per D, every seed drawn; ``text_lm_geometry.{pdf,png}`` — (a) the distribution of
   the embedding table's nearest-neighbour angles per method, (b) held-out perplexity against
-  ``min_angle`` per run.
+  ``min_angle`` per run, (c) ``min_angle`` against training steps per run.
 
 Reads run files only (never live objects).
 """
@@ -77,35 +77,48 @@ def classify_table(df: pd.DataFrame, md: str | Path, tex: str | Path, value: str
 
 def lm_table(df: pd.DataFrame, md: str | Path, tex: str | Path, caption: str | None = None,
              label: str = "tab:text-lm") -> pd.DataFrame:
-    """The LM table: one row per method, mean ± std over seeds, and the unigram row."""
+    """The LM table: one row per method, mean ± std over seeds, and the unigram row.
+
+    Columns: held-out perplexity, next-token accuracy (%), the table's min angle (rad) and
+    circular variance, and — for runs that record them (``n_unseen_rows`` > 1) — the same two of
+    the rows never seen in the training text on their own, then train time and tokens/s. The
+    caption states the vocabulary, d, steps, λ, seeds, and the scale and device
+    (:func:`~dispersion.report.common.provenance`)."""
+    split = "min_angle_unseen" in df and df["min_angle_unseen"].notna().any()
     rows = []
     for m in dict.fromkeys(df["method"]):
         sub = df[df["method"] == m]
-        rows.append({
+        row = {
             "Method": sub["label"].iloc[0],
             "Perplexity": mean_std(sub["test_perplexity"], 1),
             "Next-token acc. (%)": mean_std(sub["test_accuracy"] * 100, 2),
             "min angle (rad)": mean_std(sub["min_angle"], 4),
             "circ. variance": mean_std(sub["circular_variance"], 3),
-            "Train time (s)": mean_std(sub["train_time_s"], 0),
-            "Tokens/s": mean_std(sub["tokens_per_s"], 0),
-        })
+        }
+        if split:
+            row["min angle, unseen rows (rad)"] = mean_std(sub["min_angle_unseen"], 4)
+            row["circ. variance, unseen rows"] = mean_std(sub["circular_variance_unseen"], 3)
+        row.update({"Train time (s)": mean_std(sub["train_time_s"], 0), "Tokens/s": mean_std(sub["tokens_per_s"], 0)})
+        rows.append(row)
     uni = df["unigram_perplexity"].iloc[0]
-    rows.append({"Method": "Unigram (add-one)", "Perplexity": f"{uni:.1f}", "Next-token acc. (%)": "—",
-                 "min angle (rad)": "—", "circ. variance": "—", "Train time (s)": "—", "Tokens/s": "—"})
+    rows.append({"Method": "Unigram (add-one)", "Perplexity": f"{uni:.1f}", **{k: "—" for k in rows[0] if k not in
+                                                                              ("Method", "Perplexity")}})
     out = pd.DataFrame(rows)
     first = df.iloc[0]
     n_seeds = df.groupby("method").size().max()
     dim = first.get("model.dim")
     # runs written before train.lambda_per existed added λ·R per batch
     per = "target token" if first.get("train.lambda_per") == "token" else "batch"
+    unseen = (f" {int(first['n_unseen_rows'])} of the rows never occur in the training text (\"unseen rows\")."
+              if split else "")
     caption = caption or (
         f"Next-token prediction with a tied embedding table of V = {int(first['vocab_size'])} rows "
         f"({first['tokenizer']} tokens), d = {int(dim) if dim == dim else '?'}, "
-        f"{int(first['train.steps'])} steps, λ = {first['train.lambda']:g} per {per}; held-out perplexity and accuracy, "
-        f"the table's min angle and circular variance; mean ± std over {n_seeds} seed(s); "
-        f"device: {first['device_name']}.")
-    write_table(out, md, tex, caption, label)
+        f"{int(first['model.n_layers'])} layer(s), {int(first['train.steps'])} steps of "
+        f"{int(first['train.batch_size'])} × {int(first['train.seq_len'])} tokens, λ = {first['train.lambda']:g} per {per}; "
+        f"held-out perplexity and accuracy, the table's min angle and circular variance; mean ± std over "
+        f"{n_seeds} seed(s).{unseen}")
+    write_table(out, md, tex, caption, label, runs=df)
     return out
 
 
@@ -137,13 +150,17 @@ def classify_figure(df: pd.DataFrame, stem: str | Path) -> list[str]:
 
 def lm_figure(summaries: Sequence[dict], stem: str | Path) -> list[str]:
     """(a) nearest-neighbour angle distribution of E per method (first seed of each); (b)
-    perplexity vs min angle, every run."""
+    perplexity vs min angle, every run; (c) min angle of E against training steps, every run
+    (the evaluation rows of each run's ``metrics.jsonl``; dashed: the rows never seen in
+    training, where recorded). Log-scaled angle axes when the angles span over two decades."""
     import matplotlib.pyplot as plt
     import numpy as np
     import seaborn as sns
 
+    from .common import load_metrics
+
     figure_style()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 3.9))
     seen = set()
     palette = dict(zip(_config_order(summaries, "method"), sns.color_palette("tab10")))
     for s in summaries:
@@ -170,6 +187,29 @@ def lm_figure(summaries: Sequence[dict], stem: str | Path) -> list[str]:
     ax2.set_xlabel("min angle of the embedding table (rad)")
     ax2.set_ylabel("held-out perplexity")
     ax2.set_title("(b) task quality vs dispersion")
+    curve_angles: list[float] = []
+    labelled = set()
+    for s in summaries:
+        m = s["config"]["method"]
+        ev = load_metrics(s["run_dir"]) if s.get("run_dir") else pd.DataFrame()
+        if "min_angle" not in ev:
+            continue
+        ev = ev[ev["min_angle"].notna()]
+        label = None if m in labelled else s["config"].get("label", m)
+        labelled.add(m)
+        ax3.plot(ev["step"], ev["min_angle"], color=palette[m], lw=1.3, marker="o", ms=3, label=label)
+        curve_angles += ev["min_angle"].tolist()
+        if "min_angle_unseen" in ev and ev["min_angle_unseen"].notna().any():
+            ax3.plot(ev["step"], ev["min_angle_unseen"], color=palette[m], lw=1.0, ls="--")
+            curve_angles += ev["min_angle_unseen"].dropna().tolist()
+    positive = [a for a in curve_angles if a > 0]
+    if positive and max(positive) / min(positive) > 100:
+        ax3.set_yscale("log")
+    ax3.set_xlabel("training step")
+    ax3.set_ylabel("min angle of E (rad)")
+    ax3.set_title("(c) min angle during training (dashed: unseen rows)")
+    if labelled:
+        ax3.legend(fontsize=8)
     fig.tight_layout()
     return save_figure(fig, stem)
 

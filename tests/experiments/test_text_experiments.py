@@ -55,10 +55,28 @@ def test_classify_and_lm_runs_and_report(encoder, tmp_path):
             first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
             assert first["regularizer"] > 0.3
         lms.append(out / "summary.json")
+    # 20 extra vocabulary rows that never occur in the text: the run reports their geometry alone
+    big = {**torch.load(corpus, weights_only=False), "vocab_size": c["vocab_size"] + 20}
+    big["itos"] = None
+    torch.save(big, tmp_path / "corpus_big.pt")
+    out = tmp_path / "lm" / "none_big"
+    spec = {**P.lm_spec(cfg, "none"), "seed": 0, "corpus": str(tmp_path / "corpus_big.pt")}
+    f = text_lm.run(spec, out, progress=False)["final"]
+    unseen = torch.bincount(big["train_ids"], minlength=big["vocab_size"]) == 0
+    assert f["n_unseen_rows"] == int(unseen.sum()) >= 20
+    E = torch.load(out / "embedding.pt", weights_only=False)["E"].double()
+    for rows, suffix in ((E[unseen], "unseen"), (E[~unseen], "seen")):  # brute force: every pair's angle
+        cos = (rows @ rows.T).fill_diagonal_(-1).max(dim=1).values.clamp(-1, 1)
+        assert f[f"min_angle_{suffix}"] == pytest.approx(torch.arccos(cos).min().item(), abs=1e-3)
+        assert f[f"circular_variance_{suffix}"] == pytest.approx(1 - rows.mean(0).norm().item(), abs=1e-5)
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["min_angle_unseen"] == pytest.approx(f["min_angle_unseen"])
+    lms.append(out / "summary.json")
     paths = R.report(cls, lms, results_dir=tmp_path / "res", tables_dir=tmp_path / "tables", figures_dir=tmp_path / "figs")
     for p in paths:
         assert (tmp_path / p).exists() or __import__("os").path.exists(p)
     md = (tmp_path / "tables" / "text_lm.md").read_text()
     assert "Unigram (add-one)" in md and "MHE RBF (d_R)" in md and "Euclidean" in md
+    assert "min angle, unseen rows (rad)" in md and "Scale: output folder" in md
     assert "Majority class" in (tmp_path / "tables" / "text_classify.md").read_text()
     assert "\\toprule" in (tmp_path / "tables" / "text_classify.tex").read_text()
