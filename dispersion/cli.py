@@ -203,7 +203,8 @@ def cmd_image_run(args) -> None:
         spec = run_spec(spec, args.dataset, args.dim, args.method)
     if args.epochs:
         spec["train"] = {**spec["train"], "epochs": args.epochs, "eval_every": args.epochs}
-    image.run(_run_spec(args, spec, seed=args.seed), args.out, progress=not args.no_progress)
+    image.run(_run_spec(args, spec, seed=args.seed), args.out, class_means=args.class_means,
+              progress=not args.no_progress)
 
 
 def cmd_image_report(args) -> None:
@@ -482,6 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dim", type=int, default=None, help="output dimension D (with --dataset)")
     s.add_argument("--method", default=None, help="softmax, uniform or a method variant (with --dataset)")
     s.add_argument("--epochs", type=int, default=None, help="override the number of epochs (e.g. to time a few)")
+    s.add_argument("--class-means", default=None,
+                   help="class_means.pt of the softmax run of the same dataset and D: the class layout that a "
+                   "<variant>_matched run (spec assignment: class_means) assigns its prototypes by")
     add_run_options(s)
     s.set_defaults(func=cmd_image_run)
 

@@ -49,6 +49,7 @@ __all__ = [
     "SoftmaxHead",
     "TensorLoader",
     "as_loader",
+    "class_means",
     "evaluate",
     "train_classifier",
 ]
@@ -231,30 +232,67 @@ def evaluate(
     amp: bool = False,
     channels_last: bool = False,
 ) -> dict:
-    """Top-1 accuracy and mean loss of ``head.predict(model(x))`` over ``loader``.
+    """Top-1 accuracy, mean loss and confusion matrix of ``head.predict(model(x))`` over ``loader``.
 
     Puts ``model`` and ``head`` in eval mode (batch-norm running statistics) and back into the
     mode they had. Returns ``{"accuracy": float in [0, 1], "loss": mean per-sample loss, "n":
-    number of examples}``; ``loss`` is the head's loss with reduction "mean"-equivalent.
+    number of examples, "confusion": (C, C) int64 CPU tensor}``, ``confusion[i, j]`` = examples
+    of class i predicted as j (C = ``head.n_classes``); ``loss`` is the head's loss with
+    reduction "mean"-equivalent. Raises ``ValueError`` for an empty loader.
     """
     device = torch.device(device)
     was = (model.training, head.training)
     model.eval(), head.eval()
-    correct, total, loss_sum = 0, 0, 0.0
+    C = int(head.n_classes)
+    confusion = torch.zeros(C * C, dtype=torch.long)
+    total, loss_sum = 0, 0.0
     try:
         for x, y in as_loader(loader):
             x, y = _prepare(x, y, device, channels_last)
             with _autocast(device, amp):
                 z = model(x)
             z = z.float()
-            correct += (head.predict(z) == y).sum().item()
+            confusion += torch.bincount((y * C + head.predict(z)).cpu(), minlength=C * C)
             loss_sum += _loss_sum(head, z, y)
             total += y.numel()
     finally:
         model.train(was[0]), head.train(was[1])
     if total == 0:
         raise ValueError("loader yielded no examples")
-    return {"accuracy": correct / total, "loss": loss_sum / total, "n": total}
+    confusion = confusion.view(C, C)
+    return {"accuracy": confusion.diagonal().sum().item() / total, "loss": loss_sum / total, "n": total,
+            "confusion": confusion}
+
+
+@torch.no_grad()
+def class_means(model: nn.Module, loader: Iterable, n_classes: int, *, device: torch.device | str = "cpu",
+                amp: bool = False, channels_last: bool = False) -> torch.Tensor:
+    """The mean unit output direction of ``model`` per class over ``loader``: (C, D) float32 CPU
+    tensor, row c = mean over the examples of class c of ``model(x) / ‖model(x)‖``.
+
+    ``model`` is run in eval mode (and put back in the mode it had). Used as the layout of the
+    classes that :func:`dispersion.prototypes.match_prototypes` assigns prototypes to. Raises
+    ``ValueError`` when a class has no example in ``loader``.
+    """
+    device = torch.device(device)
+    was = model.training
+    model.eval()
+    sums, counts = None, torch.zeros(n_classes, dtype=torch.long)
+    try:
+        for x, y in as_loader(loader):
+            x, y = _prepare(x, y, device, channels_last)
+            with _autocast(device, amp):
+                z = model(x)
+            z = torch.nn.functional.normalize(z.float(), dim=1).cpu()
+            sums = torch.zeros(n_classes, z.shape[1]) if sums is None else sums
+            sums.index_add_(0, y.cpu(), z)
+            counts += torch.bincount(y.cpu(), minlength=n_classes)
+    finally:
+        model.train(was)
+    if sums is None or (counts == 0).any():
+        missing = list(range(n_classes)) if sums is None else torch.nonzero(counts == 0).flatten().tolist()
+        raise ValueError(f"loader has no example of class(es) {missing}")
+    return sums / counts[:, None]
 
 
 def _loss_sum(head: nn.Module, z: torch.Tensor, y: torch.Tensor) -> float:
@@ -293,7 +331,9 @@ def train_classifier(
     Each epoch record holds ``epoch`` (1-based), ``lr``, ``train_loss`` (mean per-sample loss),
     ``train_accuracy`` (on the augmented batches, in train mode), ``epoch_time_s`` (training
     only; CUDA is synchronised), ``samples_per_s`` and, every ``eval_every`` epochs and at the
-    last, ``eval_accuracy``/``eval_loss`` on ``eval_loader``. ``log`` is called with each record.
+    last, ``eval_accuracy``/``eval_loss`` on ``eval_loader``. ``log`` is called with each record;
+    the last record of the returned list also holds ``eval_confusion`` (C × C nested list of
+    counts, rows = true class; :func:`evaluate`), which is not logged.
 
     Raises ``ValueError`` for ``epochs < 1`` or a non-finite training loss (divergence).
     """
@@ -354,9 +394,11 @@ def train_classifier(
             if eval_loader is not None and (epoch % eval_every == 0 or epoch == epochs):
                 ev = evaluate(model, head, eval_loader, device=device, amp=amp, channels_last=channels_last)
                 rec["eval_accuracy"], rec["eval_loss"] = ev["accuracy"], ev["loss"]
-            history.append(rec)
             if log is not None:
-                log(rec)
+                log(dict(rec))
+            if eval_loader is not None and epoch == epochs:
+                rec["eval_confusion"] = ev["confusion"].tolist()  # in the returned history, not the log
+            history.append(rec)
             bar.set_postfix({k: f"{v:.3f}" for k, v in rec.items() if k in ("train_loss", "eval_accuracy")})
             bar.update(1)
     finally:

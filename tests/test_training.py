@@ -83,6 +83,10 @@ def test_evaluate_counts_correct_predictions():
     y = torch.tensor([0, 1, 2, 2])  # the last one is wrong
     res = evaluate(nn.Identity(), head, (z, y))
     assert res["accuracy"] == pytest.approx(0.75) and res["n"] == 4
+    # rows = true class, columns = predicted: the class-2 point at (1, 0) is taken for class 0
+    expected = torch.zeros(P.shape[0], P.shape[0], dtype=torch.long)
+    expected[0, 0] = expected[1, 1] = expected[2, 2] = expected[2, 0] = 1
+    assert torch.equal(res["confusion"], expected)
 
 
 def _separable(n=240, seed=0):
@@ -107,7 +111,12 @@ def test_train_classifier_frozen_features(head_kind):
     assert [h["lr"] for h in hist] == pytest.approx([0.1, 0.1, 0.1, 0.1, 0.01, 0.01])
     assert "eval_accuracy" in hist[2] and "eval_accuracy" not in hist[3] and "eval_accuracy" in hist[5]
     assert hist[-1]["eval_accuracy"] >= 0.97 and hist[-1]["train_loss"] < hist[0]["train_loss"]
+    # every record is logged as returned, except the last one's confusion matrix (C x C counts)
+    confusion = hist[-1].pop("eval_confusion")
     assert logged == hist
+    assert len(confusion) == 3 and sum(map(sum, confusion)) == len(y)
+    assert [sum(row) for row in confusion] == torch.bincount(y).tolist()
+    assert sum(row[c] for c, row in enumerate(confusion)) / len(y) == pytest.approx(hist[-1]["eval_accuracy"])
     with pytest.raises(ValueError, match="epochs"):
         train_classifier(model, head, loader, epochs=0, progress=False)
 

@@ -13,7 +13,7 @@ One run = one (dataset, D, method, seed):
    ``softmax`` baseline, the same network followed by a C-way linear layer with softmax
    cross-entropy (:mod:`dispersion.training`).
 3. **Evaluation**: top-1 accuracy on the test split after the last epoch (no model selection
-   on the test set).
+   on the test set), with the per-class accuracy and the confusion matrix (rows: true class).
 
 Writes ``metrics.jsonl`` (one row per epoch), ``summary.json`` (resolved spec, seed, versions,
 device, wall time; ``final`` = accuracies, prototype geometry, timings) and ``prototypes.pt``
@@ -55,7 +55,8 @@ _REQUIRED = ("dataset", "dim", "method", "head", "regularizer", "params", "data"
 
 
 def _build_loaders(spec: dict, device, seed: int):
-    """(train_loader, test_loader, info) for the spec's dataset, on ``device``."""
+    """(train_loader, test_loader, train_eval_loader, info) for the spec's dataset, on ``device``;
+    ``train_eval_loader``: the training images in order, without augmentation."""
     import torch
 
     from ..data import images
@@ -79,7 +80,10 @@ def _build_loaders(spec: dict, device, seed: int):
               "persistent_workers": int(tr["num_workers"]) > 0}
         train = DataLoader(train_ds, batch_size=tr["batch_size"], shuffle=True, generator=gen, drop_last=False, **kw)
         test = DataLoader(test_ds, batch_size=tr["eval_batch_size"], shuffle=False, **kw)
-        return train, test, {"n_train": len(train_ds), "n_test": len(test_ds), "n_classes": len(train_ds.classes),
+        plain = T.Compose([T.ToTensor(), norm])
+        train_eval = DataLoader(images.imagenet200_datasets(d.get("path"), plain, plain)[0],
+                                batch_size=tr["eval_batch_size"], shuffle=False, **kw)
+        return train, test, train_eval, {"n_train": len(train_ds), "n_test": len(test_ds), "n_classes": len(train_ds.classes),
                              "data_source": f"imagenet200:{d.get('path')}"}
     load_kw = {"download": d.get("download", True)}
     if dset == "fashion_mnist":
@@ -97,11 +101,14 @@ def _build_loaders(spec: dict, device, seed: int):
                          generator=gen, transform=augment, device=device)
     test = TensorLoader(test_split.images, test_split.labels, int(tr["eval_batch_size"]), shuffle=False,
                         transform=augment, device=device)
-    return train, test, {"n_train": len(train_split), "n_test": len(test_split),
+    # the training images without augmentation (a loader that does not shuffle does not augment)
+    train_eval = TensorLoader(train_split.images, train_split.labels, int(tr["eval_batch_size"]), shuffle=False,
+                              transform=augment, device=device)
+    return train, test, train_eval, {"n_train": len(train_split), "n_test": len(test_split),
                          "n_classes": train_split.n_classes, "data_source": train_split.source}
 
 
-def run(spec: dict, out_dir: str | Path, *, progress: bool = True) -> dict:
+def run(spec: dict, out_dir: str | Path, *, class_means: str | Path | None = None, progress: bool = True) -> dict:
     """Run one (dataset, D, method, seed) image experiment and write its run files.
 
     Parameters
@@ -112,13 +119,23 @@ def run(spec: dict, out_dir: str | Path, *, progress: bool = True) -> dict:
         ``"uniform"`` or ``None``), ``params``, ``data``, ``model`` (``depth``, ``width``),
         ``train`` (see :data:`TRAIN_DEFAULTS`), ``prototypes`` (``steps``, ``lr``,
         ``optimizer``) and optional ``device``.
+        ``assignment`` (optional): ``"index"`` (default; HPN: class c gets prototype c) or
+        ``"class_means"``: classes are assigned to the placed prototypes by
+        :func:`dispersion.prototypes.match_prototypes` against ``class_means``.
     out_dir : path
-        The run directory; receives ``metrics.jsonl``, ``summary.json``, ``prototypes.pt``.
+        The run directory; receives ``metrics.jsonl``, ``summary.json``, ``prototypes.pt`` (in
+        class order) and, for the ``softmax`` head, ``class_means.pt``: the (C, D) mean unit
+        output per class over the training images without augmentation
+        (:func:`dispersion.training.class_means`), the layout a ``class_means`` assignment uses.
+    class_means : path, optional
+        The ``class_means.pt`` of a softmax run of the same dataset and D; required by
+        ``assignment: class_means``.
     progress : bool
         Show tqdm progress bars.
 
     Returns the summary dict. Raises ``ValueError`` for a spec with missing keys or values the
-    library rejects, ``FileNotFoundError`` for a dataset that cannot be found.
+    library rejects (or a ``class_means`` assignment without ``class_means`` of shape (C, D)),
+    ``FileNotFoundError`` for a dataset or a ``class_means`` file that cannot be found.
     """
     import torch
 
@@ -141,6 +158,20 @@ def run(spec: dict, out_dir: str | Path, *, progress: bool = True) -> dict:
     dim, tr, pr = int(spec["dim"]), spec["train"], spec["prototypes"]
     if dim < 2:
         raise ValueError(f"spec['dim'] must be >= 2, got {dim}")
+    assignment = spec.get("assignment", "index")
+    if assignment not in ("index", "class_means"):
+        raise ValueError(f"spec['assignment'] must be 'index' or 'class_means', got {assignment!r}")
+    layout = None
+    if assignment == "class_means":
+        if spec["head"] != "prototype":
+            raise ValueError("spec['assignment'] 'class_means' needs the prototype head")
+        if class_means is None:
+            raise ValueError("spec['assignment'] is 'class_means' but no class_means file was given")
+        if not Path(class_means).is_file():
+            raise FileNotFoundError(f"class_means file {str(class_means)!r} does not exist (the softmax run's class_means.pt)")
+        layout = torch.load(class_means, map_location="cpu", weights_only=True)
+        if tuple(layout.shape) != (n_classes, dim):
+            raise ValueError(f"class_means {str(class_means)!r} has shape {tuple(layout.shape)}, expected ({n_classes}, {dim})")
     device = resolve_device(spec.get("device", "auto"))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
@@ -150,7 +181,7 @@ def run(spec: dict, out_dir: str | Path, *, progress: bool = True) -> dict:
           f"ResNet-{spec['model'].get('depth', 32)}, {tr['epochs']} epochs", flush=True)
 
     # 0. data first, so that a missing dataset fails before any work
-    train_loader, test_loader, info = _build_loaders(spec, device, seed)
+    train_loader, test_loader, train_eval_loader, info = _build_loaders(spec, device, seed)
     if info["n_classes"] != n_classes:
         raise ValueError(f"{spec['dataset']} has {info['n_classes']} classes, expected {n_classes}")
 
@@ -164,6 +195,12 @@ def run(spec: dict, out_dir: str | Path, *, progress: bool = True) -> dict:
                                         dtype=getattr(torch, pr.get("dtype", "float64")), seed=seed, device=device,
                                         progress=progress)
         final.update(geometry)
+        if layout is not None:
+            from ..prototypes import match_prototypes
+
+            P, matched = match_prototypes(P, layout, seed=seed)
+            final.update(assignment_permutation=matched["permutation"], assignment_alignment=matched["alignment"],
+                         assignment_alignment_index=matched["alignment_identity"])
         atomic_save(Path(out_dir) / "prototypes.pt", lambda tmp: torch.save(P.cpu(), tmp))
         head = PrototypeHead(P, reduction=tr.get("prototype_reduction", "sum"))
     else:
@@ -186,6 +223,14 @@ def run(spec: dict, out_dir: str | Path, *, progress: bool = True) -> dict:
     )
     # 3. evaluation: the last epoch's model (train_classifier always evaluates the last epoch)
     ev = {"accuracy": history[-1]["eval_accuracy"], "loss": history[-1]["eval_loss"]}
+    if spec["head"] == "softmax":  # the learnt class layout, for runs that match prototypes to it
+        from ..training import class_means as mean_directions
+
+        means = mean_directions(model, train_eval_loader, n_classes, device=device, amp=bool(tr.get("amp", False)),
+                                channels_last=bool(tr.get("channels_last", False)))
+        atomic_save(Path(out_dir) / "class_means.pt", lambda tmp: torch.save(means, tmp))
+    confusion = history[-1]["eval_confusion"]
+    per_class = [row[c] / max(sum(row), 1) for c, row in enumerate(confusion)]
     epoch_times = [h["epoch_time_s"] for h in history]
     final.update(
         test_accuracy=ev["accuracy"],
@@ -195,6 +240,8 @@ def run(spec: dict, out_dir: str | Path, *, progress: bool = True) -> dict:
         epochs=len(history),
         train_time_s=sum(epoch_times),
         epoch_time_s=sum(epoch_times[1:]) / max(1, len(epoch_times) - 1) if len(epoch_times) > 1 else epoch_times[0],
+        per_class_accuracy=per_class,
+        confusion=confusion,
         n_params=n_params,
         total_time_s=time.perf_counter() - t_start,
         **info,

@@ -35,6 +35,14 @@ def check_config(config: dict, base: dict | None = None) -> None:
     for name, v in config["methods"].items():
         build_checked(v["method"], v.get("params", {}), f"methods.{name}")
     synthetic.check_variants(config)
+    img = config.get("image") or {}
+    for variant in img.get("matched") or []:
+        if variant not in config.get("methods", {}) and variant != "uniform":
+            raise ValueError(f"config key image.matched names {variant!r}, which is neither 'uniform' nor a variant "
+                             f"defined under methods: (defined: {sorted(config.get('methods', {}))})")
+        if not img.get("softmax_baseline", True):
+            raise ValueError("config key image.matched needs image.softmax_baseline: true (the class layout "
+                             "the prototypes are matched to comes from the softmax runs)")
     for exp in ("tammes", "synthetic", "image"):
         if exp not in config or "methods" not in config[exp]:
             continue

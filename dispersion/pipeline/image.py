@@ -10,14 +10,26 @@ from ..experiments.image import DATASETS, TRAIN_DEFAULTS
 from .config import method_spec
 from .paths import Paths
 
-__all__ = ["image_variants", "image_runs", "run_spec", "ImagePaths", "check_imagenet200", "run_specs"]
+__all__ = ["MATCHED_SUFFIX", "image_variants", "image_runs", "run_spec", "matched_base", "ImagePaths",
+           "check_imagenet200", "run_specs"]
+
+#: The ``method`` wildcard of a variant whose classes are matched to the softmax run's layout.
+MATCHED_SUFFIX = "_matched"
 
 
 def image_variants(config: dict) -> list[str]:
     """The ``method`` wildcard values of the image experiment: ``softmax`` (when
-    ``image.softmax_baseline``) followed by ``image.methods`` (``uniform`` and variants)."""
+    ``image.softmax_baseline``), ``image.methods`` (``uniform`` and variants), then
+    ``<variant>_matched`` for each variant of ``image.matched`` (its prototypes assigned to the
+    classes by the softmax run's class layout, :func:`dispersion.prototypes.match_prototypes`)."""
     img = config["image"]
-    return (["softmax"] if img.get("softmax_baseline", True) else []) + list(img["methods"])
+    return ((["softmax"] if img.get("softmax_baseline", True) else []) + list(img["methods"])
+            + [f"{v}{MATCHED_SUFFIX}" for v in img.get("matched") or []])
+
+
+def matched_base(method: str) -> str | None:
+    """The variant a ``<variant>_matched`` method wildcard matches, else None."""
+    return method[: -len(MATCHED_SUFFIX)] if method.endswith(MATCHED_SUFFIX) else None
 
 
 def image_runs(config: dict, dataset: str | None = None) -> list[dict]:
@@ -43,7 +55,9 @@ def run_spec(config: dict, dataset: str, dim: int | str, method: str) -> dict:
     one of them changes.
 
     ``method`` is ``softmax``, ``uniform`` or a variant name of ``config["methods"]`` (resolved
-    by :func:`dispersion.pipeline.config.method_spec`, which applies ``image.overrides``).
+    by :func:`dispersion.pipeline.config.method_spec`, which applies ``image.overrides``), or
+    ``<variant>_matched`` for a variant of ``image.matched`` (``assignment: class_means``: the
+    run needs the ``class_means.pt`` of the softmax run of the same dataset, D and seed).
     Dataset settings (``image.datasets.<dataset>``: ``path``, ``train_per_class``,
     ``test_per_class``, ``subset_seed``, ``augment``, and ``train``/``model``/``prototypes``
     overrides) are merged over the experiment-wide ``train``, ``model`` and ``prototypes``.
@@ -54,17 +68,26 @@ def run_spec(config: dict, dataset: str, dim: int | str, method: str) -> dict:
     if dataset not in DATASETS or dataset not in img.get("datasets", {}):
         raise ValueError(f"dataset must be one of the configured image datasets {sorted(img.get('datasets', {}))}, got {dataset!r}")
     ds = img["datasets"][dataset]
+    base, assignment = matched_base(method), "index"
+    if base is not None:
+        if base not in (img.get("matched") or []):
+            raise ValueError(f"method {method!r}: {base!r} is not in the config's image.matched {img.get('matched') or []}")
+        if not img.get("softmax_baseline", True):
+            raise ValueError("config key image.matched needs image.softmax_baseline (the class layout comes from the softmax runs)")
+        assignment = "class_means"
     if method == "softmax":
         regularizer, params, label = None, {}, "Softmax CE"
     else:
-        m = method_spec(config, "image", method)
+        m = method_spec(config, "image", base or method)
         regularizer, params, label = m["method"], m["params"], m["label"]
+        label += ", classes matched" if base else ""
     return {
         "dataset": dataset,
         "dim": int(dim),
         "method": method,
         "label": label,
         "head": "softmax" if method == "softmax" else "prototype",
+        "assignment": assignment,
         "regularizer": regularizer,
         "params": params,
         "device": config.get("device", "auto"),
@@ -96,6 +119,13 @@ class ImagePaths(Paths):
     def run_dir(self, **wildcards) -> str:
         p = self.res("image", "runs", "{dataset}", "d{dim}", "{method}", "seed{seed}")
         return p.format(**wildcards) if wildcards else p
+
+    def layout_run(self, **wildcards) -> str | None:
+        """The run directory whose ``class_means.pt`` a ``<variant>_matched`` run reads (the
+        softmax run of the same dataset, D and seed); None for other runs."""
+        if matched_base(wildcards["method"]) is None:
+            return None
+        return self.run_dir(**{**wildcards, "method": "softmax"})
 
     def summaries(self, dataset: str) -> list[str]:
         return [os.path.join(self.run_dir(**r), "summary.json") for r in image_runs(self.config, dataset)]

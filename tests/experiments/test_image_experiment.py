@@ -36,8 +36,30 @@ def test_image_run_and_report_on_real_fashion_mnist(tmp_path, fmnist_cache):
     assert P.shape == (10, 3)
     assert json.load(open(summaries[1]))["final"]["min_angle"] == pytest.approx(metrics.min_angle(P).item(), abs=1e-6)
     assert not (tmp_path / "runs" / "softmax" / "prototypes.pt").exists()
+    # per-class accuracy and the confusion matrix agree with the accuracy
+    f = json.load(open(summaries[1]))["final"]
+    conf = np.array(f["confusion"])
+    assert conf.shape == (10, 10) and conf.sum() == 100
+    assert np.trace(conf) / 100 == pytest.approx(f["test_accuracy"])
+    assert f["per_class_accuracy"] == pytest.approx((np.diag(conf) / conf.sum(1)).tolist())
+    # the softmax run leaves its class layout; a matched run assigns the same MM prototypes by it
+    means = torch.load(tmp_path / "runs" / "softmax" / "class_means.pt")
+    assert means.shape == (10, 3) and (means.norm(dim=1) <= 1 + 1e-6).all()
+    cfg["image"]["matched"] = ["mma"]
+    spec = {**run_spec(cfg, "fashion_mnist", 3, "mma_matched"), "seed": 0}
+    assert spec["assignment"] == "class_means" and spec["label"] == "MM (d_S), classes matched"
+    out = tmp_path / "runs" / "mma_matched"
+    fm = run(spec, out, class_means=tmp_path / "runs" / "softmax" / "class_means.pt", progress=False)["final"]
+    Pm = torch.load(out / "prototypes.pt")
+    perm = fm["assignment_permutation"]
+    assert sorted(perm) == list(range(10)) and torch.equal(Pm, P[perm])
+    assert fm["min_angle"] == pytest.approx(f["min_angle"])
+    assert fm["assignment_alignment"] >= fm["assignment_alignment_index"] - 1e-9
+    summaries.append(out / "summary.json")
+    with pytest.raises(ValueError, match="class_means"):
+        run(spec, tmp_path / "runs" / "no_layout", progress=False)
     paths = report.report(summaries, tmp_path / "runs.csv", str(tmp_path / "t_"), str(tmp_path / "f_"))
-    assert len(paths) == 9 and all(os.path.exists(p) for p in paths)
+    assert all(os.path.exists(p) for p in paths)
     assert "Softmax CE" in open(tmp_path / "t_accuracy.md").read()
 
 

@@ -20,6 +20,20 @@ def test_run_spec_and_grid():
     assert run_spec(yaml_paper, "fashion_mnist", 2, "mma")["train"]["epochs"] == 40
     runs = image_runs(cfg)
     assert len(runs) == 2 * 4 * 1 and {r["method"] for r in runs} == {"softmax", "uniform", "mma", "uniformity"}
+    assert {run_spec(cfg, "fashion_mnist", 2, m)["assignment"] for m in ("softmax", "uniform", "mma")} == {"index"}
+    # <variant>_matched: the variant's prototypes, assigned by the softmax run's class layout
+    matched = {**cfg, "image": {**cfg["image"], "matched": ["mma"]}}
+    assert [r["method"] for r in image_runs(matched)][-1] == "mma_matched"
+    s = run_spec(matched, "fashion_mnist", 3, "mma_matched")
+    assert s["assignment"] == "class_means" and s["regularizer"] == "mma" and s["method"] == "mma_matched"
+    from dispersion.pipeline.image import ImagePaths
+
+    ip = ImagePaths(matched)
+    assert ip.layout_run(dataset="fashion_mnist", dim=3, method="mma_matched", seed=1) == ip.run_dir(
+        dataset="fashion_mnist", dim=3, method="softmax", seed=1)
+    assert ip.layout_run(dataset="fashion_mnist", dim=3, method="mma", seed=1) is None
+    with pytest.raises(ValueError, match="image.matched"):
+        run_spec(cfg, "fashion_mnist", 3, "mma_matched")
     with pytest.raises(ValueError, match="dataset"):
         run_spec(cfg, "mnist", 2, "mma")
     with pytest.raises(ValueError, match="nosuch"):

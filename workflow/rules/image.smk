@@ -9,6 +9,13 @@ wildcard_constraints:
 
 
 rule image_run:
+    input:
+        # a <variant>_matched run reads the class layout of the softmax run of its D and seed
+        layout=lambda w: (
+            os.path.join(image_paths.layout_run(**w), "summary.json")
+            if image_paths.layout_run(**w)
+            else []
+        ),
     output:
         summary=os.path.join(image_paths.run_dir(), "summary.json"),
         metrics=os.path.join(image_paths.run_dir(), "metrics.jsonl"),
@@ -25,8 +32,13 @@ rule image_run:
         cli=DISPERSION,
         spec=lambda w: spec_json(run_spec(config, w.dataset, w.dim, w.method)),
         out=lambda w, output: os.path.dirname(output.summary),
+        layout=lambda w, input: (
+            f"--class-means {os.path.join(os.path.dirname(input.layout), 'class_means.pt')}"
+            if input.layout
+            else ""
+        ),
     shell:
-        "{params.cli} image-run --config {params.spec:q} --out {params.out} "
+        "{params.cli} image-run --config {params.spec:q} --out {params.out} {params.layout} "
         "--seed {wildcards.seed} --threads {threads} --no-progress > {log} 2>&1"
 
 
