@@ -27,6 +27,8 @@ rule all:
         tammes_paths.outputs() if paths.selected("tammes") else [],
         synthetic_paths.outputs() if paths.selected("synthetic") else [],
         image_paths.outputs() if paths.selected("image") else [],
-        text_paths.outputs([t for t in ("classify", "lm") if paths.selected(f"text_{t}")]),
+        text_paths.outputs(
+            [t for t in ("classify", "lm") if paths.selected(f"text_{t}")]
+        ),
         audit_paths.outputs() if paths.selected("audit") else [],
         [paths.res("paper", "STATUS.txt")] if paths.selected("paper") else [],

@@ -113,7 +113,7 @@ class ImagePaths(Paths):
     (.md, .tex); figures ``{figures_dir}/image_{dataset}_*`` (.pdf, .png).
     """
 
-    TABLES = ("accuracy", "min_angle")
+    TABLES = ("accuracy", "min_angle", "per_class")
     FIGURES = ("accuracy_vs_dim", "min_angle_vs_accuracy")
 
     def run_dir(self, **wildcards) -> str:

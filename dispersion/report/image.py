@@ -7,6 +7,9 @@ objects) and writes, for one dataset:
 * the accuracy table — top-1 test accuracy (%) per method (rows) and D (columns), mean ± std
   over seeds;
 * the prototype table — the prototypes' minimum pairwise angle (degrees) per method and D;
+* the per-class table — test accuracy (%) per class (rows) and method (columns) at the
+  smallest D ≥ 3 of the runs, where fixed prototypes fall furthest behind softmax: which
+  classes the prototype heads lose (and a ``<variant>_matched`` head wins back);
 * the figure of accuracy against D per method (error bars: std over seeds);
 * the figure of prototype minimum angle against accuracy, one panel per D.
 
@@ -22,11 +25,12 @@ from typing import Sequence
 
 import pandas as pd
 
+from ..data.images import FASHION_MNIST_CLASSES
 from ..runio import atomic_save
 from .common import figure_style, load_summaries, mean_std, save_figure, tidy_runs, write_table
 
-__all__ = ["DATASET_TITLES", "aggregate", "accuracy_table", "min_angle_table", "accuracy_vs_dim_figure",
-           "min_angle_vs_accuracy_figure", "report"]
+__all__ = ["DATASET_TITLES", "aggregate", "accuracy_table", "min_angle_table", "per_class_table",
+           "accuracy_vs_dim_figure", "min_angle_vs_accuracy_figure", "report"]
 
 DATASET_TITLES = {"fashion_mnist": "Fashion-MNIST", "cifar100": "CIFAR-100", "imagenet200": "ImageNet-200"}
 
@@ -55,11 +59,17 @@ def _one_dataset(df: pd.DataFrame, dataset: str | None) -> tuple[pd.DataFrame, s
 
 
 def _scale_note(df: pd.DataFrame) -> str:
+    """The settings behind a table: data size, network, epochs, augmentation, seeds (the scale
+    and device follow from :func:`~dispersion.report.common.write_table`'s ``runs``)."""
     r = df.iloc[0]
     n_seeds = df.groupby(["dim", "method"])["seed"].nunique().max()
-    devices = ", ".join(sorted(df["device_name"].dropna().astype(str).unique()))
+    aug = [f"padding {int(r['data.augment.padding'])}" if r.get("data.augment.padding") else "",
+           "horizontal flips" if r.get("data.augment.hflip") == True else ""]  # noqa: E712 (numpy bool)
+    aug = ", ".join(a for a in aug if a) or "no augmentation"
+    schedule = (f", batch {int(r['train.batch_size'])}, lr {r['train.lr']:g}, {aug}"
+                if pd.notna(r.get("train.batch_size")) and pd.notna(r.get("train.lr")) else "")
     return (f"{int(r['n_train'])} training / {int(r['n_test'])} test images, ResNet-{int(r['model.depth'])} "
-            f"(width {int(r['model.width'])}), {int(r['epochs'])} epochs; {n_seeds} seed(s); device: {devices}")
+            f"(width {int(r['model.width'])}), {int(r['epochs'])} epochs{schedule}; {n_seeds} seed(s)")
 
 
 #: Rows and legends start with the baselines, then the methods in the order of the runs given.
@@ -108,8 +118,10 @@ def accuracy_table(df: pd.DataFrame, md_path, tex_path, dataset: str | None = No
     write_table(out, md_path, tex_path,
                 caption=(f"{title}: top-1 test accuracy (%) of hyperspherical prototype networks whose class "
                          f"prototypes were placed by each method, and of the softmax cross-entropy network with "
-                         f"the same D-dimensional output; mean ± std over seeds. {_scale_note(df)}."),
-                label=f"tab:image-{dataset.replace('_', '-')}-accuracy")
+                         f"the same D-dimensional output; \"classes matched\": the same prototypes assigned to "
+                         f"the classes by the softmax network's class layout; mean ± std over seeds. "
+                         f"{_scale_note(df)}."),
+                label=f"tab:image-{dataset.replace('_', '-')}-accuracy", runs=df)
     return out
 
 
@@ -125,8 +137,43 @@ def min_angle_table(df: pd.DataFrame, md_path, tex_path, dataset: str | None = N
     write_table(out, md_path, tex_path,
                 caption=(f"{title}: minimum pairwise angle (degrees) of the {c} class prototypes on "
                          f"S^(D-1) placed by each method (uniform: random, not optimised); "
-                         f"mean ± std over seeds."),
-                label=f"tab:image-{dataset.replace('_', '-')}-min-angle")
+                         f"mean ± std over seeds. {_scale_note(df)}."),
+                label=f"tab:image-{dataset.replace('_', '-')}-min-angle", runs=df)
+    return out
+
+
+#: Class names of the datasets whose names the summaries do not carry.
+DATASET_CLASSES = {"fashion_mnist": FASHION_MNIST_CLASSES}
+
+
+def per_class_table(df: pd.DataFrame, summaries: Sequence[dict], md_path, tex_path,
+                    dataset: str | None = None) -> pd.DataFrame:
+    """Test accuracy (%) per class (rows) and method (columns) at the smallest D ≥ 3 of the runs
+    (the smallest D when all are < 3), mean over seeds, from each run's ``per_class_accuracy``;
+    a last row gives the overall accuracy. Runs without it (older summaries) are left out; with
+    none, the table says so."""
+    df, dataset = _one_dataset(df, dataset)
+    title = DATASET_TITLES.get(dataset, dataset)
+    dims = sorted(df["dim"].astype(int).unique())
+    dim = next((d for d in dims if d >= 3), dims[0])
+    per_class = {s["run_dir"]: s["final"]["per_class_accuracy"] for s in summaries
+                 if s["final"].get("per_class_accuracy") is not None}
+    sub = df[(df["dim"].astype(int) == dim) & df["run_dir"].isin(per_class)]
+    if sub.empty:
+        out = pd.DataFrame({"class": ["(no run of this D recorded per-class accuracy)"]})
+    else:
+        n = len(next(iter(per_class.values())))
+        names = DATASET_CLASSES.get(dataset, [f"class {c}" for c in range(n)])
+        out = pd.DataFrame({"class": list(names) + ["all classes"]})
+        for label in method_order(sub):
+            runs = sub[sub["label"] == label]
+            acc = pd.DataFrame([per_class[r] for r in runs["run_dir"]]).mean(axis=0) * 100
+            out[label] = [f"{a:.1f}" for a in acc] + [f"{runs['accuracy_pct'].mean():.1f}"]
+    write_table(out, md_path, tex_path,
+                caption=(f"{title}, D = {dim}: test accuracy (%) per class of each head, mean over seeds; where "
+                         f"the prototype heads lose against softmax, and what matching the classes to the "
+                         f"softmax network's class layout wins back. {_scale_note(df)}."),
+                label=f"tab:image-{dataset.replace('_', '-')}-per-class", runs=sub if not sub.empty else df)
     return out
 
 
@@ -188,15 +235,17 @@ def min_angle_vs_accuracy_figure(df: pd.DataFrame, stem, dataset: str | None = N
 
 def report(summary_paths: Sequence[str | Path], runs_csv, table_prefix, figure_prefix,
            dataset: str | None = None) -> list[str]:
-    """Everything of one dataset: ``runs_csv``; tables ``{table_prefix}accuracy.md/.tex`` and
-    ``{table_prefix}min_angle.md/.tex``; figures ``{figure_prefix}accuracy_vs_dim.pdf/.png`` and
-    ``{figure_prefix}min_angle_vs_accuracy.pdf/.png``. Returns the written paths."""
+    """Everything of one dataset: ``runs_csv``; tables ``{table_prefix}accuracy.md/.tex``,
+    ``{table_prefix}min_angle.md/.tex`` and ``{table_prefix}per_class.md/.tex``; figures
+    ``{figure_prefix}accuracy_vs_dim.pdf/.png`` and ``{figure_prefix}min_angle_vs_accuracy.pdf/.png``.
+    Returns the written paths."""
     df = aggregate(summary_paths, runs_csv)
     df, dataset = _one_dataset(df, dataset)
     tp, fp = str(table_prefix), str(figure_prefix)
     accuracy_table(df, tp + "accuracy.md", tp + "accuracy.tex")
     min_angle_table(df, tp + "min_angle.md", tp + "min_angle.tex")
-    paths = [str(runs_csv)] + [tp + f"{n}.{e}" for n in ("accuracy", "min_angle") for e in ("md", "tex")]
+    per_class_table(df, load_summaries(summary_paths), tp + "per_class.md", tp + "per_class.tex")
+    paths = [str(runs_csv)] + [tp + f"{n}.{e}" for n in ("accuracy", "min_angle", "per_class") for e in ("md", "tex")]
     paths += accuracy_vs_dim_figure(df, fp + "accuracy_vs_dim")
     paths += min_angle_vs_accuracy_figure(df, fp + "min_angle_vs_accuracy")
     return paths

@@ -19,7 +19,8 @@ def test_run_spec_and_grid():
     assert s["train"]["milestones"] == [100, 200] and s["train"]["epochs"] == 250 and s["params"]["kernel"] == "riesz"
     assert run_spec(yaml_paper, "fashion_mnist", 2, "mma")["train"]["epochs"] == 40
     runs = image_runs(cfg)
-    assert len(runs) == 2 * 4 * 1 and {r["method"] for r in runs} == {"softmax", "uniform", "mma", "uniformity"}
+    assert len(runs) == 2 * 5 * 1 and {r["method"] for r in runs} == {"softmax", "uniform", "mma", "uniformity",
+                                                                       "mma_matched"}
     assert {run_spec(cfg, "fashion_mnist", 2, m)["assignment"] for m in ("softmax", "uniform", "mma")} == {"index"}
     # <variant>_matched: the variant's prototypes, assigned by the softmax run's class layout
     matched = {**cfg, "image": {**cfg["image"], "matched": ["mma"]}}
@@ -33,7 +34,7 @@ def test_run_spec_and_grid():
         dataset="fashion_mnist", dim=3, method="softmax", seed=1)
     assert ip.layout_run(dataset="fashion_mnist", dim=3, method="mma", seed=1) is None
     with pytest.raises(ValueError, match="image.matched"):
-        run_spec(cfg, "fashion_mnist", 3, "mma_matched")
+        run_spec({**cfg, "image": {**cfg["image"], "matched": []}}, "fashion_mnist", 3, "mma_matched")
     with pytest.raises(ValueError, match="dataset"):
         run_spec(cfg, "mnist", 2, "mma")
     with pytest.raises(ValueError, match="nosuch"):

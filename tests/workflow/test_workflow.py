@@ -105,8 +105,12 @@ def test_image_outputs(workflow_run):
     assert len(runs) > 0 and runs["test_accuracy"].between(0, 1).all()
     # (the tiny test config trains for seconds, so accuracy is not asserted here; learning on
     # real images is tested in tests/test_training.py and measured by the quick run)
-    for t in ("accuracy", "min_angle"):
+    for t in ("accuracy", "min_angle", "per_class"):
         assert (res / "tables" / f"image_fashion_mnist_{t}.md").exists()
+    # the matched head ran after (and from) the softmax run of its D and seed
+    matched = runs[runs["method"] == "mma_matched"]
+    assert len(matched) == runs["dim"].nunique() and (matched["assignment"] == "class_means").all()
+    assert (res / "image" / "runs" / "fashion_mnist" / "d2" / "softmax" / "seed0" / "class_means.pt").exists()
     for f in ("accuracy_vs_dim", "min_angle_vs_accuracy"):
         assert (fig / f"image_fashion_mnist_{f}.png").stat().st_size > 1000
 
