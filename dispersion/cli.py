@@ -25,11 +25,7 @@ import errno
 import json
 import os
 import sys
-import warnings
 from pathlib import Path
-
-# geoopt and POT call torch.jit.script at import time; torch >= 2.10 warns about it on every run.
-warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning)
 
 __all__ = ["main", "build_parser", "spec_arg", "load_spec", "add_run_options", "USER_ERRORS"]
 
