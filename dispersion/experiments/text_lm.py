@@ -146,6 +146,8 @@ def run(spec: dict, out_dir: str | Path, *, progress: bool = True) -> dict:
             out.update(min_angle_unseen=geo_u["min_angle"], circular_variance_unseen=geo_u["circular_variance"])
         return out
 
+    if int(tr.get("eval_every") or 0):  # the initial table too, where the min angle curves start
+        rec.log(step=0, **evaluate(0))
     timing = train_lm(model, train_ids, steps=steps, batch_size=B, seq_len=T, optimizers=[opt_e, opt_d],
                       schedulers=scheds, regularizer=reg, lam=lam, lambda_per=lambda_per, reg_rows=reg_rows,
                       generator=cpu_gen, reg_generator=gen, device=device, amp=amp, log_every=int(tr["log_every"]),
