@@ -140,6 +140,13 @@ def scale_of(path: str | Path) -> str:
     return f"output folder {p.parent}"
 
 
+def scale_title(path: str | Path) -> str:
+    """``" (cpu scale)"`` (paper / quick / cpu, from :func:`scale_of`) for a figure title written
+    to ``path``; ``""`` outside the workflow's roots."""
+    scale = scale_of(path)
+    return f" ({scale} scale)" if scale in ("paper", "quick", "cpu") else ""
+
+
 def provenance(path: str | Path, runs: pd.DataFrame) -> str:
     """``"Scale: <scale>; device: <device names>."``: what every table caption states, the scale
     from the output ``path`` (:func:`scale_of`) and the devices from the ``device_name`` (else

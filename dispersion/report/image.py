@@ -27,7 +27,7 @@ import pandas as pd
 
 from ..data.images import FASHION_MNIST_CLASSES
 from ..runio import atomic_save
-from .common import figure_style, load_summaries, mean_std, save_figure, tidy_runs, write_table
+from .common import figure_style, load_summaries, mean_std, save_figure, scale_title, tidy_runs, write_table
 
 __all__ = ["DATASET_TITLES", "aggregate", "accuracy_table", "min_angle_table", "per_class_table",
            "accuracy_vs_dim_figure", "min_angle_vs_accuracy_figure", "report"]
@@ -199,7 +199,8 @@ def accuracy_vs_dim_figure(df: pd.DataFrame, stem, dataset: str | None = None) -
     ax.minorticks_off()
     ax.set_xlabel("output dimension D")
     ax.set_ylabel("top-1 test accuracy (%)")
-    ax.set_title(f"{DATASET_TITLES.get(dataset, dataset)} ({int(df['n_classes'].iloc[0])} classes)")
+    ax.set_title(f"{DATASET_TITLES.get(dataset, dataset)} ({int(df['n_classes'].iloc[0])} classes){scale_title(stem)}\n"
+                 f"{_scale_note(df)}", fontsize=8)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title=None)
     return save_figure(fig, stem)
 
@@ -228,7 +229,8 @@ def min_angle_vs_accuracy_figure(df: pd.DataFrame, stem, dataset: str | None = N
         ax.set_ylabel("top-1 accuracy (%)" if d == dims[0] else "")
     if axes[0][-1].get_legend() is not None:
         axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, title=None)
-    fig.suptitle(f"{DATASET_TITLES.get(dataset, dataset)}: prototype separation and accuracy")
+    fig.suptitle(f"{DATASET_TITLES.get(dataset, dataset)}: prototype separation and accuracy{scale_title(stem)}\n"
+                 f"{_scale_note(df)}", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, stem)
 

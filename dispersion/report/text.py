@@ -23,7 +23,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from .common import figure_style, load_summaries, mean_std, save_figure, tidy_runs, write_table
+from .common import figure_style, load_summaries, mean_std, save_figure, scale_title, tidy_runs, write_table
 
 __all__ = ["aggregate", "classify_table", "lm_table", "classify_figure", "lm_figure", "report"]
 
@@ -210,6 +210,12 @@ def lm_figure(summaries: Sequence[dict], stem: str | Path) -> list[str]:
     ax3.set_title("(c) min angle during training (dashed: unseen rows)")
     if labelled:
         ax3.legend(fontsize=8)
+    first = summaries[0]["config"] if summaries else {}
+    tr, mc = first.get("train", {}), first.get("model", {})
+    if tr and mc:
+        fig.suptitle(f"Tied embedding table on the sphere{scale_title(stem)}: d = {mc.get('dim')}, "
+                     f"{mc.get('n_layers')} layer(s), {tr.get('steps')} steps of {tr.get('batch_size')} × "
+                     f"{tr.get('seq_len')} tokens", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, stem)
 

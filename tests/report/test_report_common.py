@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from dispersion.report.common import provenance, scale_of, write_table
+from dispersion.report.common import provenance, scale_of, scale_title, write_table
 
 
 def test_scale_of_output_paths():
@@ -11,6 +11,9 @@ def test_scale_of_output_paths():
     assert scale_of("quick/results/tables/tammes.md") == "quick"
     assert scale_of("cpu/results/tables/image.md") == "cpu"
     assert scale_of("/tmp/wf/results/tables/tammes.md") == "output folder /tmp/wf/results/tables"
+    assert scale_title("cpu/figures/image_fashion_mnist_accuracy_vs_dim") == " (cpu scale)"
+    assert scale_title("figures/text_lm_geometry") == " (paper scale)"
+    assert scale_title("/tmp/wf/figures/x") == ""
 
 
 def test_provenance_lists_every_device_once():
