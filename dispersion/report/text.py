@@ -143,7 +143,10 @@ def classify_figure(df: pd.DataFrame, stem: str | Path) -> list[str]:
         ax.tick_params(axis="x", rotation=60)
         for t in ax.get_xticklabels():
             t.set_ha("right")
-        ax.legend(title="D", fontsize=8, title_fontsize=8, loc="lower right")
+        ax.legend(title="D", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    n_seeds = df.groupby(["dataset", "dim", "method"]).size().max()
+    fig.suptitle(f"Sentence classification on frozen MiniLM features{scale_title(stem)}: every seed a point "
+                 f"({n_seeds} seeds)", fontsize=10)
     fig.tight_layout()
     return save_figure(fig, stem)
 
