@@ -59,5 +59,5 @@ clean-quick:
 # committed run file an old time and every other committed result one common later time (equal
 # times do not trigger a rerun); nothing is recomputed or rewritten.
 results-uptodate:
-	git ls-files -z -- results figures | grep -z '/runs/' | xargs -0 -r touch -d '2000-01-01 00:00:00'
-	git ls-files -z -- results figures | grep -zv '/runs/' | xargs -0 -r touch -d '2000-01-02 00:00:00'
+	git ls-files -z -- results figures cpu | grep -z '/runs/' | xargs -0 -r touch -d '2000-01-01 00:00:00'
+	git ls-files -z -- results figures cpu | grep -zv '/runs/' | xargs -0 -r touch -d '2000-01-02 00:00:00'
