@@ -56,7 +56,8 @@ _REQUIRED = ("dataset", "dim", "method", "head", "regularizer", "params", "data"
 
 def _build_loaders(spec: dict, device, seed: int):
     """(train_loader, test_loader, train_eval_loader, info) for the spec's dataset, on ``device``;
-    ``train_eval_loader``: the training images in order, without augmentation."""
+    ``train_eval_loader``: the training images in order, without augmentation (None for
+    ImageNet-200 prototype runs, which do not use it)."""
     import torch
 
     from ..data import images
@@ -80,9 +81,11 @@ def _build_loaders(spec: dict, device, seed: int):
               "persistent_workers": int(tr["num_workers"]) > 0}
         train = DataLoader(train_ds, batch_size=tr["batch_size"], shuffle=True, generator=gen, drop_last=False, **kw)
         test = DataLoader(test_ds, batch_size=tr["eval_batch_size"], shuffle=False, **kw)
-        plain = T.Compose([T.ToTensor(), norm])
-        train_eval = DataLoader(images.imagenet200_datasets(d.get("path"), plain, plain)[0],
-                                batch_size=tr["eval_batch_size"], shuffle=False, **kw)
+        train_eval = None
+        if spec["head"] == "softmax":  # only the softmax run reads its class layout (a second folder scan)
+            plain = T.Compose([T.ToTensor(), norm])
+            train_eval = DataLoader(images.imagenet200_datasets(d.get("path"), plain, plain)[0],
+                                    batch_size=tr["eval_batch_size"], shuffle=False, **kw)
         return train, test, train_eval, {"n_train": len(train_ds), "n_test": len(test_ds), "n_classes": len(train_ds.classes),
                              "data_source": f"imagenet200:{d.get('path')}"}
     load_kw = {"download": d.get("download", True)}
