@@ -134,6 +134,12 @@ def mmcs_loss(X: torch.Tensor) -> torch.Tensor:
 
     The prototype loss of Hyperspherical Prototype Networks (Mettes, van der Pol, Snoek,
     NeurIPS 2019): minimise each prototype's largest cosine similarity to another one.
+
+    Being a mean of per-point maxima, it can prefer sacrificing points to spreading them all: a
+    coincident point costs at most 2, so on S¹ with N = 10 the regular decagon (1 + cos 36° =
+    1.809) scores worse than 8 coincident points plus two at 120° ((8·2 + 2·0.5)/10 = 1.7), and
+    optimisation ends in such a collapse (min angle ≈ 0). On S² and above the spread wins for
+    the class counts of the paper (N = 10 on S²: ≈ 1.41 near the Tammes optimum).
     """
     return (_nearest_cosine(X) + 1).mean()
 

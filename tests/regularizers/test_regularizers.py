@@ -86,6 +86,28 @@ def test_mma_koleo_mmcs_on_the_simplex():
     assert dispersion.build("mmcs")(X).item() == pytest.approx(1 - 1 / (n - 1), abs=1e-9)
 
 
+def _circle(angles):
+    a = torch.tensor(angles, dtype=torch.float64)
+    return torch.stack([a.cos(), a.sin()], dim=1)
+
+
+def test_mmcs_prefers_a_collapse_to_the_regular_decagon_on_the_circle():
+    # MMCS averages each point's largest cosine, so a coincident point costs at most 2: on S^1
+    # with 10 points the decagon (1 + cos 36 deg = 1.809 each) loses to 8 coincident points plus
+    # two at 120 deg ((8 * 2 + 2 * 0.5) / 10 = 1.7) -- closed forms; the optimiser finds the collapse.
+    decagon = _circle([2 * math.pi * k / 10 for k in range(10)])
+    collapsed = _circle([0.0] * 8 + [2 * math.pi / 3, 4 * math.pi / 3])
+    mmcs = dispersion.build("mmcs")
+    assert mmcs(decagon).item() == pytest.approx(1 + math.cos(math.pi / 5), abs=1e-12)
+    assert mmcs(collapsed).item() == pytest.approx(1.7, abs=1e-12)
+    g = torch.Generator().manual_seed(0)
+    X = optimize(sphere.uniform(10, 2, generator=g, dtype=torch.float64), mmcs, steps=3000, lr=5e-3).X
+    assert mmcs(X).item() < 1.71 and metrics.min_angle(X).item() < 1e-3
+    # on S^2 the spread wins: MMCS ends near the Tammes optimum for 10 points (66.15 deg)
+    Y = optimize(sphere.uniform(10, 3, generator=g, dtype=torch.float64), mmcs, steps=3000, lr=5e-3).X
+    assert math.degrees(metrics.min_angle(Y).item()) > 60
+
+
 def test_lloyd_energy_of_a_single_cap():
     # All M samples in the hemisphere of x0 and a far point: the energy is the mean squared
     # angle of each sample to its nearest point, computed here directly.
