@@ -139,8 +139,8 @@ def mmcs_loss(X: torch.Tensor) -> torch.Tensor:
     coincident point costs at most 2, so on S¹ with N = 10 the regular decagon (1 + cos 36° =
     1.809) scores worse than 8 coincident points plus two at 120° ((8·2 + 2·0.5)/10 = 1.7), and
     optimisation ends in such a collapse (min angle ≈ 0). On S² and above the spread wins for
-    the class counts of the paper (N = 10 on S²: 1.405 at the Tammes optimum, 1.467 with two coincident points and the other 8 on the
-    9-point optimum).
+    the class counts of the paper (N = 10 on S²: 1.405 at the Tammes optimum, 1.467 with two
+    coincident points and the other 8 on the 9-point optimum).
     """
     return (_nearest_cosine(X) + 1).mean()
 
