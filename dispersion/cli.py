@@ -236,7 +236,7 @@ def cmd_text_lm(args) -> None:
     from .experiments import text_lm
 
     text_lm.run(_run_spec(args, args.spec, seed=args.seed, corpus=args.corpus), args.out,
-                progress=not args.no_progress)
+                progress=not args.no_progress, save_embedding=not args.no_embedding)
 
 
 def cmd_text_report(args) -> None:
@@ -513,10 +513,11 @@ def build_parser() -> argparse.ArgumentParser:
                     description="Tokenise the train/test parts of the local corpora and write the token "
                     "streams, vocabulary facts and the unigram perplexity (.pt) to --out.",
                     spec_help=spec_help, out_help="corpus file to write (.pt)", run_options=False)
-    add_run_command(sub, "text-lm", cmd_text_lm, help="one language-model run with a spherical embedding table",
-                    description="Train the small causal Transformer LM with CE + lambda * R(E) and write "
-                    "metrics.jsonl and summary.json into --out.",
-                    spec_help=spec_help, inputs={"--corpus": "corpus file from text-corpus"}, seed=True)
+    s = add_run_command(sub, "text-lm", cmd_text_lm, help="one language-model run with a spherical embedding table",
+                        description="Train the small causal Transformer LM with CE + lambda * R(E) and write "
+                        "metrics.jsonl, summary.json and the trained table embedding.pt into --out.",
+                        spec_help=spec_help, inputs={"--corpus": "corpus file from text-corpus"}, seed=True)
+    s.add_argument("--no-embedding", action="store_true", help="do not write embedding.pt (the trained table)")
 
     s = sub.add_parser("text-report", help="tidy CSVs, tables and figures of the text runs",
                        description="Merge text summary.json files into CSVs and write the classification and "

@@ -40,7 +40,7 @@ TRAIN_DEFAULTS = {"steps": 3000, "batch_size": 32, "seq_len": 128, "lr": 1e-3, "
 _REQUIRED = ("method", "embedding", "regularizer", "params", "model", "train", "seed", "corpus")
 
 
-def run(spec: dict, out_dir: str | Path, *, progress: bool = True) -> dict:
+def run(spec: dict, out_dir: str | Path, *, progress: bool = True, save_embedding: bool = True) -> dict:
     """Train and evaluate one (method, seed) language model; write its run files.
 
     Parameters
@@ -59,9 +59,12 @@ def run(spec: dict, out_dir: str | Path, *, progress: bool = True) -> dict:
         builds it with :func:`dispersion.pipeline.text.lm_spec` (+ seed and corpus).
     out_dir : path
 
-    Writes ``metrics.jsonl``, ``summary.json`` and ``embedding.pt`` (the trained table ``E`` as
-    stored, float32 on the CPU, with the word vocabulary ``itos`` when there is one) into
-    ``out_dir``, as one set. Returns the summary dict; ``final`` holds ``test_perplexity``,
+    save_embedding : also write ``embedding.pt`` (default); off where only the metrics are kept
+        (a V = 30 522, d = 128 table is 15.6 MB per run).
+
+    Writes ``metrics.jsonl``, ``summary.json`` and, with ``save_embedding``, ``embedding.pt``
+    (the trained table ``E`` as stored, float32 on the CPU, with the word vocabulary ``itos``
+    when there is one) into ``out_dir``, as one set. Returns the summary dict; ``final`` holds ``test_perplexity``,
     ``test_accuracy``, ``test_loss`` (nats/token), ``unigram_perplexity``, the geometry of E
     (:func:`dispersion.training.embedding_geometry`), and of its rows seen and never seen in
     the training text on their own (``n_unseen_rows``; ``min_angle``, ``circular_variance``,
@@ -197,7 +200,8 @@ def run(spec: dict, out_dir: str | Path, *, progress: bool = True) -> dict:
     table = {"E": model.E.detach().float().cpu(), "itos": corpus.get("itos"), "embedding": spec["embedding"],
              "method": spec["method"], "seed": seed}
     with output_set():
-        atomic_save(Path(out_dir) / "embedding.pt", lambda tmp: torch.save(table, tmp))
+        if save_embedding:
+            atomic_save(Path(out_dir) / "embedding.pt", lambda tmp: torch.save(table, tmp))
         summary = rec.finish(final=final)
     print(f"-> test perplexity {ev['perplexity']:.1f} (unigram {ev['unigram_perplexity']:.1f} on the same tokens), next-token "
           f"accuracy {ev['accuracy']:.4f}, E: min angle {geo['min_angle']:.4f} rad, circular variance "

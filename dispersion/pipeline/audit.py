@@ -207,10 +207,14 @@ def check(config: dict) -> None:
         if e.get("type") == "minilm" and e.get("dataset") not in DATASETS:
             raise ValueError(f"config key audit.tables.{name}.dataset: unknown dataset {e.get('dataset')!r} "
                              f"(known: {list(DATASETS)})")
-    lm_methods = ((config.get("text") or {}).get("lm") or {}).get("methods", [])
+    lm_cfg = (config.get("text") or {}).get("lm") or {}
+    lm_methods = lm_cfg.get("methods", [])
     for m in a.get("lm_tables", []):
         if m not in lm_methods:
             raise ValueError(f"config key audit.lm_tables: {m!r} is not run by the text LM (text.lm.methods: {lm_methods})")
+    if a.get("lm_tables") and not lm_cfg.get("save_embedding", True):
+        raise ValueError("config key audit.lm_tables: the LM runs keep no trained table (text.lm.save_embedding is "
+                         "false); set it true or empty audit.lm_tables")
     names = audit_tables(config)
     if len(set(names)) != len(names):
         raise ValueError(f"config key audit.run: duplicate table names in {names}")

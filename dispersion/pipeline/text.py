@@ -172,6 +172,15 @@ class TextPaths(Paths):
         p = str(Path(self.text_dir) / "lm" / "runs" / "{method}" / "seed{seed}")
         return p.format(**w) if w else p
 
+    def lm_outputs(self) -> dict[str, str]:
+        """The declared outputs of one LM run (wildcard patterns): ``summary``, ``metrics`` and,
+        unless ``text.lm.save_embedding`` is false, ``embedding`` (the trained table)."""
+        d = self.lm_run_dir()
+        out = {"summary": os.path.join(d, "summary.json"), "metrics": os.path.join(d, "metrics.jsonl")}
+        if self.config["text"]["lm"].get("save_embedding", True):
+            out["embedding"] = os.path.join(d, "embedding.pt")
+        return out
+
     def classify_summaries(self, wildcards=None) -> list[str]:
         return [str(Path(self.classify_run_dir(**r)) / "summary.json") for r in classify_runs(self.config)]
 

@@ -71,6 +71,10 @@ def test_classify_and_lm_runs_and_report(encoder, tmp_path):
         assert f[f"circular_variance_{suffix}"] == pytest.approx(1 - rows.mean(0).norm().item(), abs=1e-5)
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["min_angle_unseen"] == pytest.approx(f["min_angle_unseen"])
+    # without the table: the same run, metrics only
+    g = text_lm.run(spec, tmp_path / "lm" / "no_table", progress=False, save_embedding=False)["final"]
+    assert sorted(p.name for p in (tmp_path / "lm" / "no_table").iterdir()) == ["metrics.jsonl", "summary.json"]
+    assert g["test_perplexity"] == pytest.approx(f["test_perplexity"]) and g["min_angle"] == pytest.approx(f["min_angle"])
     lms.append(out / "summary.json")
     paths = R.report(cls, lms, results_dir=tmp_path / "res", tables_dir=tmp_path / "tables", figures_dir=tmp_path / "figs")
     for p in paths:

@@ -77,6 +77,8 @@ def test_run_specs_cover_the_audit_runs():
     ({"audit": {"tables": {"glove_6b_50d": {"type": "word2vec"}}}},
      "config key audit.tables.glove_6b_50d.type: must be 'minilm' or 'glove'"),
     ({"audit": {"lm_tables": ["mma"]}}, "config key audit.lm_tables: 'mma' is not run by the text LM"),
+    ({"audit": {"lm_tables": ["none"]}, "text": {"lm": {"methods": ["none"], "save_embedding": False}}},
+     "config key audit.lm_tables: the LM runs keep no trained table"),
     ({"audit": {"posthoc": {"methods": ["uniformity", "nonexistent"]}}},
      "config key audit.posthoc.methods: 'nonexistent' is not a variant"),
     ({"audit": {"posthoc": {"overrides": {"lloyd": {"n_samples": 10}}}}},

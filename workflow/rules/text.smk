@@ -77,9 +77,7 @@ rule text_lm:
     input:
         corpus=text_paths.corpus(),
     output:
-        summary=os.path.join(text_paths.lm_run_dir(), "summary.json"),
-        metrics=os.path.join(text_paths.lm_run_dir(), "metrics.jsonl"),
-        embedding=os.path.join(text_paths.lm_run_dir(), "embedding.pt"),
+        **text_paths.lm_outputs(),
     log:
         paths.log("text", "lm_{method}_seed{seed}.log"),
     wildcard_constraints:
@@ -95,9 +93,10 @@ rule text_lm:
         cli=DISPERSION,
         spec=lambda w: spec_json(lm_spec(config, w.method)),
         out=lambda w, output: os.path.dirname(output.summary),
+        table="" if "embedding" in text_paths.lm_outputs() else "--no-embedding",
     shell:
         "{params.cli} text-lm --spec {params.spec:q} --corpus {input.corpus} "
-        "--out {params.out} --seed {wildcards.seed} --threads {threads} --no-progress > {log} 2>&1"
+        "--out {params.out} --seed {wildcards.seed} --threads {threads} --no-progress {params.table} > {log} 2>&1"
 
 
 rule text_classify_report:
