@@ -64,8 +64,8 @@ def run(spec: dict, out_dir: str | Path, *, progress: bool = True, save_embeddin
 
     Writes ``metrics.jsonl``, ``summary.json`` and, with ``save_embedding``, ``embedding.pt``
     (the trained table ``E`` as stored, float32 on the CPU, with the word vocabulary ``itos``
-    when there is one) into ``out_dir``, as one set. Returns the summary dict; ``final`` holds ``test_perplexity``,
-    ``test_accuracy``, ``test_loss`` (nats/token), ``unigram_perplexity``, the geometry of E
+    when there is one) into ``out_dir``, as one set. Returns the summary dict; ``final`` holds
+    ``test_perplexity``, ``test_accuracy``, ``test_loss`` (nats/token), ``unigram_perplexity``, the geometry of E
     (:func:`dispersion.training.embedding_geometry`), and of its rows seen and never seen in
     the training text on their own (``n_unseen_rows``; ``min_angle``, ``circular_variance``,
     ``mean_nn_angle`` with suffix ``_seen`` / ``_unseen``; the evaluation rows of
@@ -197,10 +197,10 @@ def run(spec: dict, out_dir: str | Path, *, progress: bool = True, save_embeddin
         "n_params": n_params,
     }
     # the trained table beside the run files (what the audit experiment reads), as one set
-    table = {"E": model.E.detach().float().cpu(), "itos": corpus.get("itos"), "embedding": spec["embedding"],
-             "method": spec["method"], "seed": seed}
     with output_set():
         if save_embedding:
+            table = {"E": model.E.detach().float().cpu(), "itos": corpus.get("itos"), "embedding": spec["embedding"],
+                     "method": spec["method"], "seed": seed}
             atomic_save(Path(out_dir) / "embedding.pt", lambda tmp: torch.save(table, tmp))
         summary = rec.finish(final=final)
     print(f"-> test perplexity {ev['perplexity']:.1f} (unigram {ev['unigram_perplexity']:.1f} on the same tokens), next-token "
