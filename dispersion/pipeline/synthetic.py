@@ -10,7 +10,7 @@ from .config import build_checked, method_spec, spec_json
 from .paths import Paths
 
 __all__ = ["SYNTHETIC_STUDIES", "SYNTHETIC_OUTPUTS", "synthetic_specs", "regime_cells", "synthetic_studies",
-           "SyntheticPaths", "run_specs", "check_variants", "check"]
+           "optimizer_cells", "SyntheticPaths", "run_specs", "check_variants", "check"]
 
 SYNTHETIC_STUDIES = ("main", "regimes", "slices", "fullbatch", "optimizers")
 
@@ -95,11 +95,21 @@ def synthetic_specs(config: dict) -> dict[tuple[str, str, str, int], dict]:
     if "optimizers" in s:
         o = s["optimizers"]
         for opt in o["optimizers"]:
-            for v in o["methods"]:
-                for seed in o.get("seeds", s["seeds"]):
-                    add("optimizers", opt, v, seed, n=o["n"], d=o["d"], init=o["init"], steps=o["steps"],
-                        log_every=o["steps"], optimizer=opt)
+            for cell, lr in optimizer_cells(opt, o.get("lrs"), s["lr"]):
+                for v in o["methods"]:
+                    for seed in o.get("seeds", s["seeds"]):
+                        add("optimizers", cell, v, seed, n=o["n"], d=o["d"], init=o["init"], steps=o["steps"],
+                            log_every=o["steps"], optimizer=opt, lr=lr)
     return out
+
+
+def optimizer_cells(optimizer: str, lrs: list[float] | None, lr: float) -> list[tuple[str, float]]:
+    """The (cell, learning rate) pairs of one optimiser in the optimisers study: one cell named
+    after the optimiser at ``synthetic.lr`` when ``optimizers.lrs`` is absent, else one cell
+    ``{optimizer}_lr{lr:g}`` per learning rate of the sweep."""
+    if lrs is None:
+        return [(optimizer, lr)]
+    return [(f"{optimizer}_lr{float(x):g}", float(x)) for x in lrs]
 
 
 def regime_cells(regimes: dict) -> list[tuple[int, int]]:

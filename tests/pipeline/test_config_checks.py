@@ -80,3 +80,18 @@ def test_per_variant_lm_lambda_replaces_train_lambda_for_that_variant_only():
     cfg = deep_merge(BASE, {"text": {"lm": {"lambdas": {"sliced": 2.5}}}})
     assert lm_spec(cfg, "sliced")["train"]["lambda"] == 2.5
     assert lm_spec(cfg, "lloyd")["train"]["lambda"] == cfg["text"]["lm"]["train"]["lambda"]
+
+
+def test_optimizer_study_sweeps_each_learning_rate_per_optimizer():
+    from dispersion.pipeline.synthetic import synthetic_specs
+
+    specs = {k: v for k, v in synthetic_specs(BASE).items() if k[0] == "optimizers"}
+    o = BASE["synthetic"]["optimizers"]
+    assert len(specs) == len(o["optimizers"]) * len(o["lrs"]) * len(o["methods"]) * len(o["seeds"])
+    for (_, cell, _, _), spec in specs.items():
+        assert cell == f"{spec['optimizer']}_lr{spec['lr']:g}"
+    # without lrs: one cell per optimiser at synthetic.lr (the configs that do not sweep)
+    cfg = deep_merge(BASE, {"synthetic": {"optimizers": {"lrs": None}}})
+    cfg["synthetic"]["optimizers"].pop("lrs")
+    cells = {(k[1], v["lr"]) for k, v in synthetic_specs(cfg).items() if k[0] == "optimizers"}
+    assert cells == {(opt, BASE["synthetic"]["lr"]) for opt in o["optimizers"]}
