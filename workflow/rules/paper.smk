@@ -1,19 +1,31 @@
-# The LaTeX document of the reproduced results (paper/main.tex), built against this run's
-# tables and figures when latexmk is installed; otherwise the rule checks that every included
-# file exists and writes that it skipped the PDF.
+# The LaTeX document of the reproduced results (paper/main.tex), built from the outputs already
+# there, without running any experiment: each study of the document is drawn from the first
+# output root that holds all of its tables, figures and CSVs (this config's results_dir and
+# figures_dir, then, at paper scale, the committed cpu scale under cpu/, which no rule of this
+# workflow writes). The numbers of its prose are generated into numbers.tex beside the PDF.
+# Without latexmk the rule checks the files and writes that it skipped the PDF.
+from dispersion.pipeline.paper import paper_fallbacks, paper_inputs
+
+PAPER_FALLBACKS = paper_fallbacks(config, workflow.basedir)
 
 
 rule paper:
     input:
         tex="paper/main.tex",
-        outputs=paths.paper_inputs(
-            tammes_paths.outputs(),
-            synthetic_paths.outputs(),
-            image_paths.outputs(),
-            text_paths.outputs(),
+        outputs=lambda w: paper_inputs(
+            config,
+            "paper/main.tex",
+            PAPER_FALLBACKS,
+            # the audit's tables are found by name; wait for the ones this config makes
+            (
+                [p for p in audit_paths.outputs() if p.endswith((".tex", ".pdf"))]
+                if paths.selected("audit")
+                else []
+            ),
         ),
     output:
         status=paths.res("paper", "STATUS.txt"),
+        numbers=paths.res("paper", "numbers.tex"),
     log:
         paths.log("paper.log"),
     conda:
@@ -22,6 +34,7 @@ rule paper:
         cli=DISPERSION,
         results=lambda w: config["results_dir"],
         figures=lambda w: config["figures_dir"],
+        fallback=" ".join(f"--fallback {r} {f}" for r, f in PAPER_FALLBACKS),
     shell:
         "{params.cli} paper --tex {input.tex} --results {params.results} "
-        "--figures {params.figures} --status {output.status} > {log} 2>&1"
+        "--figures {params.figures} {params.fallback} --status {output.status} > {log} 2>&1"
