@@ -2,8 +2,9 @@
 synchronisation that makes wall-clock timings of CUDA work honest.
 
 Used by :func:`dispersion.optim.optimize`, :func:`dispersion.training.train_classifier`,
-:func:`dispersion.training.train_lm`, :func:`dispersion.disperse`, :func:`dispersion.audit` and
-the sentence encoder. tqdm is imported only when a bar is shown.
+:func:`dispersion.training.train_steps` (the loop of the language model and of the translation
+runs), :func:`dispersion.disperse`, :func:`dispersion.audit` and the sentence encoder. tqdm is
+imported only when a bar is shown.
 """
 
 from __future__ import annotations

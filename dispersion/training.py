@@ -21,6 +21,11 @@ CE + λ·R(E) of :func:`regularized_loss` (λ per target token or per batch,
 :func:`regularizer_weight`), :func:`warmup_cosine` is its learning-rate schedule,
 :func:`evaluate_lm` measures held-out perplexity and next-token accuracy, and
 :func:`embedding_geometry` the dispersion of the embedding table.
+
+Translation (the ``nmt`` experiment) shares that loop (:func:`train_steps`, of which
+:func:`train_lm` is the language-model case) and adds its batches (:class:`Seq2SeqBatches`,
+:func:`seq2seq_loss`), the teacher-forced evaluation (:func:`evaluate_seq2seq`), greedy decoding
+(:func:`translate`) and sacreBLEU's BLEU and chrF (:func:`translation_scores`).
 """
 
 from __future__ import annotations
@@ -44,7 +49,13 @@ __all__ = [
     "regularized_loss",
     "regularizer_weight",
     "train_lm",
+    "train_steps",
     "warmup_cosine",
+    "Seq2SeqBatches",
+    "seq2seq_loss",
+    "evaluate_seq2seq",
+    "translate",
+    "translation_scores",
     "PrototypeHead",
     "SoftmaxHead",
     "TensorLoader",
@@ -200,7 +211,9 @@ class TensorLoader:
             yield xb, yb
 
 
-def as_loader(data, batch_size: int = 128, *, shuffle: bool = False, generator=None, transform=None):
+def as_loader(data: tuple[torch.Tensor, torch.Tensor] | Iterable, batch_size: int = 128, *, shuffle: bool = False,
+              generator: torch.Generator | None = None,
+              transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Iterable:
     """A batch iterable from ``data``: a ``(x, y)`` tuple of tensors → :class:`TensorLoader`;
     any other iterable of batches (e.g. a ``DataLoader``) is returned as is."""
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
@@ -413,7 +426,8 @@ def train_classifier(
 LAMBDA_PER = ("token", "batch")
 
 
-def regularized_loss(ce, r, lam: float, n_tokens: int, lambda_per: str = "token"):
+def regularized_loss(ce: torch.Tensor, r: torch.Tensor, lam: float, n_tokens: int,
+                     lambda_per: str = "token") -> torch.Tensor:
     """The LM training loss: token-averaged cross-entropy plus the weighted regularizer.
 
     Parameters
@@ -528,21 +542,76 @@ def train_lm(
         raise ValueError(f"the training stream ({train_ids.numel()} tokens) is shorter than seq_len + 1")
     V = int(model.E.shape[0])
     max_start = train_ids.numel() - T - 1
+
+    def batch_loss() -> tuple[torch.Tensor, int]:
+        starts = torch.randint(0, max_start + 1, (B,), generator=generator).to(device)
+        x, y = lm_batch(train_ids, starts, T)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            h = model.hidden(x)
+        logits = model.logits(h)
+        return nn.functional.cross_entropy(logits.reshape(-1, V), y.reshape(-1)), B * T
+
+    out = train_steps(model, batch_loss, steps=steps, optimizers=optimizers, schedulers=schedulers,
+                      regularizer=regularizer, lam=lam, lambda_per=lambda_per, reg_rows=reg_rows,
+                      reg_generator=reg_generator, device=device, log_every=log_every, log=log, evaluate=evaluate,
+                      eval_every=eval_every, progress=progress, desc=desc)
+    return {k: out[k] for k in ("train_time_s", "tokens_per_s", "steps")}
+
+
+def train_steps(
+    model: nn.Module,
+    batch_loss: Callable[[], tuple[torch.Tensor, int]],
+    *,
+    steps: int,
+    optimizers: list,
+    schedulers: list = (),
+    regularizer: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    lam: float = 0.0,
+    lambda_per: str = "token",
+    reg_rows: int | None = None,
+    reg_generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    log_every: int = 50,
+    log: Callable[[dict], None] | None = None,
+    evaluate: Callable[[int], dict] | None = None,
+    eval_every: int = 0,
+    progress: bool = False,
+    desc: str | None = None,
+) -> dict:
+    """The step loop of every model with a tied embedding table ``model.E`` (V, d): loss
+    CE + λ·R(E) (:func:`regularized_loss`), ``steps`` times — :func:`train_lm` (language model)
+    and the translation experiment (:mod:`dispersion.experiments.nmt`) draw their batches in
+    ``batch_loss`` and share everything else.
+
+    Each step calls ``batch_loss()`` (it draws the next batch and returns its cross-entropy
+    averaged over its target tokens, a 0-d tensor, and the number n ≥ 1 of those tokens), adds
+    ``regularizer`` of E — of ``reg_rows`` rows drawn with ``reg_generator`` when given and fewer
+    than V — weighted per :func:`regularizer_weight` with that n, and steps every optimiser of
+    ``optimizers`` and then every scheduler of ``schedulers``. ``model`` is put in train mode.
+
+    Every ``log_every`` steps and at the last, ``log`` receives ``step``, ``train_ce``,
+    ``train_perplexity`` and ``regularizer`` (means since the last record), ``lr_embedding``
+    (of the first optimiser), ``train_time_s``, ``tokens_per_s`` (target tokens), ``logit_scale``
+    when the model has one (``model.scale``), and, every ``eval_every`` steps before the last,
+    what ``evaluate(step)`` returns. Only the update steps are timed (device synchronised),
+    the batch drawing included.
+
+    Returns ``{"train_time_s", "tokens_per_s", "steps", "tokens"}``. Raises ``ValueError`` for a
+    bad λ or ``lambda_per``, and when the loss becomes non-finite (divergence).
+    """
+    device = torch.device(device)
+    regularizer_weight(lam, 1, lambda_per)  # λ and its convention checked once, before any training
+    V = int(model.E.shape[0])
     log_every = max(1, int(log_every))
     eval_every = int(eval_every or 0)
-    train_time, ce_acc, reg_acc, n_acc = 0.0, 0.0, 0.0, 0
+    train_time, ce_acc, reg_acc, n_acc, tokens = 0.0, 0.0, 0.0, 0, 0
     bar = progress_bar(steps, desc=desc, enabled=progress, mininterval=2.0)
     model.train()
     try:
         for step in range(1, steps + 1):
             synchronize(device)
             t0 = time.perf_counter()
-            starts = torch.randint(0, max_start + 1, (B,), generator=generator).to(device)
-            x, y = lm_batch(train_ids, starts, T)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                h = model.hidden(x)
-            logits = model.logits(h)
-            ce = nn.functional.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
+            ce, n_tokens = batch_loss()
             loss = ce
             r = None
             if regularizer is not None:
@@ -551,7 +620,7 @@ def train_lm(
                     idx = torch.randperm(V, generator=reg_generator, device=device)[:reg_rows]
                     E = E[idx]
                 r = regularizer(E)
-                loss = regularized_loss(ce, r, lam, B * T, lambda_per)  # = ce + weight * r
+                loss = regularized_loss(ce, r, lam, n_tokens, lambda_per)  # = ce + weight * r
             for opt in optimizers:
                 opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -561,6 +630,7 @@ def train_lm(
                 sched.step()
             synchronize(device)
             train_time += time.perf_counter() - t0
+            tokens += int(n_tokens)
             ce_acc += ce.item()
             reg_acc += r.item() if r is not None else 0.0
             n_acc += 1
@@ -570,7 +640,7 @@ def train_lm(
                 row = {"step": step, "train_ce": ce_acc / n_acc, "train_perplexity": math.exp(ce_acc / n_acc),
                        "regularizer": reg_acc / n_acc if regularizer is not None else None,
                        "lr_embedding": optimizers[0].param_groups[0]["lr"], "train_time_s": train_time,
-                       "tokens_per_s": step * B * T / train_time if train_time > 0 else None}
+                       "tokens_per_s": tokens / train_time if train_time > 0 else None}
                 if getattr(model, "scale", None) is not None:
                     row["logit_scale"] = model.scale.item()
                 if evaluate is not None and eval_every and (step % eval_every == 0) and step != steps:
@@ -581,11 +651,13 @@ def train_lm(
             bar.update(1)
     finally:
         bar.close()
-    return {"train_time_s": train_time, "tokens_per_s": steps * B * T / train_time, "steps": steps}
+    return {"train_time_s": train_time, "tokens_per_s": tokens / train_time if train_time > 0 else None,
+            "steps": steps, "tokens": tokens}
 
 
-def evaluate_lm(model, stream, seq_len: int, batch_size: int = 32, max_tokens: int | None = None,
-                device="cpu", amp: bool = False, unigram_logp=None) -> dict:
+def evaluate_lm(model: nn.Module, stream: torch.Tensor, seq_len: int, batch_size: int = 32,
+                max_tokens: int | None = None, device: torch.device | str = "cpu", amp: bool = False,
+                unigram_logp: torch.Tensor | None = None) -> dict:
     """Held-out cross-entropy (nats/token), perplexity and next-token accuracy of ``model``.
 
     ``stream`` (M,) int64 is cut into windows of ``seq_len`` + 1 tokens; each window predicts
@@ -635,17 +707,201 @@ def evaluate_lm(model, stream, seq_len: int, batch_size: int = 32, max_tokens: i
     return out
 
 
-def embedding_geometry(E, bins: int = 90) -> dict:
+def embedding_geometry(E: torch.Tensor, bins: int = 90) -> dict:
     """``min_angle``, ``circular_variance``, ``mean_nn_angle`` (radians) of the unit rows ``E``
     (V, d) and the histogram of nearest-neighbour angles over [0, π/2] (``bins`` counts; angles
-    beyond π/2 fall in the last bin)."""
+    beyond π/2 fall in the last bin); ``min_angle_clamped`` is the minimum angle as the authors'
+    code measures it (:func:`dispersion.metrics.clamped_angle`: never below 1.414·10⁻³ rad)."""
     nn_ang = metrics.nearest_neighbor_angles(E)
     hist = torch.histc(nn_ang.clamp(max=math.pi / 2).float().cpu(), bins=bins, min=0.0, max=math.pi / 2)
     return {
         "min_angle": nn_ang.min().item(),
+        "min_angle_clamped": metrics.clamped_angle(nn_ang.min().item()).item(),
         "circular_variance": metrics.circular_variance(E).item(),
         "mean_nn_angle": nn_ang.mean().item(),
         "median_nn_angle": nn_ang.median().item(),
         "nn_angle_hist": [int(v) for v in hist.tolist()],
         "nn_angle_hist_max": math.pi / 2,
     }
+
+
+# --------------------------------------------------------------------------- sequence to sequence
+
+
+class Seq2SeqBatches:
+    """Padded batches of tokenised sentence pairs for an encoder–decoder model.
+
+    Parameters
+    ----------
+    src, tgt : list of list of int
+        N token-id sequences each (no special tokens); pair i is ``(src[i], tgt[i])``.
+    batch_size : int
+        Pairs per batch.
+    pad_id, bos_id, eos_id : int
+        The special tokens: each batch is ``src`` (B, S) = tokens + EOS, ``tgt_in`` (B, T) =
+        BOS + tokens and ``tgt_out`` (B, T) = tokens + EOS, right-padded with ``pad_id``.
+    shuffle : bool
+        Training order, new every pass (drawn on the CPU from ``generator``): the pairs are
+        permuted, cut into pools of ``pool`` batches, sorted by length within a pool (less
+        padding) and cut into batches, whose order is permuted again. Without it, one pass goes
+        through the pairs sorted by source length, so an evaluation pads little; its results do
+        not depend on the order.
+    generator : torch.Generator, optional
+    pool : int
+        Batches per length-sorted pool when shuffling (default 100).
+    device : torch.device or str
+
+    Iterating yields one pass of ``(src, tgt_in, tgt_out)`` int64 tensors on ``device``;
+    ``len()`` is the number of batches per pass (the last one may be smaller). Raises
+    ``ValueError`` for ``src`` and ``tgt`` of different lengths, no pairs or ``batch_size < 1``.
+    """
+
+    def __init__(self, src, tgt, batch_size: int, *, pad_id: int, bos_id: int, eos_id: int, shuffle: bool = False,
+                 generator: torch.Generator | None = None, pool: int = 100, device: torch.device | str = "cpu"):
+        if len(src) != len(tgt):
+            raise ValueError(f"src ({len(src)}) and tgt ({len(tgt)}) must hold the same number of sentences")
+        if not len(src):
+            raise ValueError("no sentence pairs")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        self.src, self.tgt = list(src), list(tgt)
+        self.batch_size, self.shuffle, self.generator, self.pool = batch_size, shuffle, generator, max(1, int(pool))
+        self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
+        self.device = torch.device(device)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.src) / self.batch_size)
+
+    def _order(self) -> list[list[int]]:
+        B, n = self.batch_size, len(self.src)
+        if not self.shuffle:
+            order = sorted(range(n), key=lambda i: (len(self.src[i]), len(self.tgt[i])))
+            return [order[s:s + B] for s in range(0, n, B)]
+        perm = torch.randperm(n, generator=self.generator).tolist()
+        batches = []
+        for s in range(0, n, B * self.pool):
+            chunk = sorted(perm[s:s + B * self.pool], key=lambda i: (len(self.src[i]), len(self.tgt[i])))
+            batches += [chunk[k:k + B] for k in range(0, len(chunk), B)]
+        return [batches[i] for i in torch.randperm(len(batches), generator=self.generator).tolist()]
+
+    def collate(self, idx) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The padded ``(src, tgt_in, tgt_out)`` of the pairs ``idx`` (a list of indices)."""
+        S = max(len(self.src[i]) for i in idx) + 1
+        T = max(len(self.tgt[i]) for i in idx) + 1
+        src = torch.full((len(idx), S), self.pad_id, dtype=torch.int64)
+        tgt_in = torch.full((len(idx), T), self.pad_id, dtype=torch.int64)
+        tgt_out = torch.full((len(idx), T), self.pad_id, dtype=torch.int64)
+        for r, i in enumerate(idx):
+            s, t = self.src[i], self.tgt[i]
+            src[r, :len(s) + 1] = torch.tensor([*s, self.eos_id])
+            tgt_in[r, :len(t) + 1] = torch.tensor([self.bos_id, *t])
+            tgt_out[r, :len(t) + 1] = torch.tensor([*t, self.eos_id])
+        return src.to(self.device), tgt_in.to(self.device), tgt_out.to(self.device)
+
+    def __iter__(self):
+        for idx in self._order():
+            yield self.collate(idx)
+
+
+def _seq2seq_logits(model, batch, pad_id: int, amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits (n, V) float32, targets (n,)) at the n non-padding target positions of ``batch``."""
+    src, tgt_in, tgt_out = batch
+    dev = src.device
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp and dev.type == "cuda"):
+        h = model.hidden(src, tgt_in)
+    keep = tgt_out != pad_id
+    return model.logits(h[keep]), tgt_out[keep]
+
+
+def seq2seq_loss(model, batch, *, pad_id: int, amp: bool = False) -> tuple[torch.Tensor, int]:
+    """Teacher-forced cross-entropy of an encoder–decoder ``model`` (``hidden(src, tgt_in)`` →
+    (B, T, d), ``logits(h)`` → (…, V), as :class:`dispersion.models.nmt.TransformerNMT`) on one
+    ``batch`` ``(src, tgt_in, tgt_out)`` of :class:`Seq2SeqBatches`.
+
+    The logits are formed only at the n non-padding target positions (an (n, V) product, not
+    (B, T, V)); ``amp`` autocasts ``model.hidden`` to bfloat16 on CUDA (the logits stay float32).
+    Returns ``(ce, n)``: ce the mean over those positions (nats per target token, a 0-d tensor
+    with gradient), n their number — what :func:`train_steps`' ``batch_loss`` returns.
+    """
+    logits, y = _seq2seq_logits(model, batch, pad_id, amp)
+    return nn.functional.cross_entropy(logits, y), int(y.numel())
+
+
+@torch.no_grad()
+def evaluate_seq2seq(model, batches, *, pad_id: int, amp: bool = False) -> dict:
+    """Teacher-forced ``loss`` (nats per target token), ``perplexity``, next-token ``accuracy``
+    and the number of target ``tokens`` of ``model`` over one pass of ``batches``
+    (:class:`Seq2SeqBatches`, EOS included as a target, padding not). Runs in eval mode and puts
+    the model back into the mode it had. Raises ``ValueError`` when there are no target tokens."""
+    was = model.training
+    model.eval()
+    total, loss_sum, correct = 0, 0.0, 0
+    try:
+        for batch in batches:
+            logits, y = _seq2seq_logits(model, batch, pad_id, amp)
+            loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+            correct += int((logits.argmax(-1) == y).sum())
+            total += y.numel()
+    finally:
+        model.train(was)
+    if total == 0:
+        raise ValueError("the evaluation batches hold no target tokens")
+    ce = loss_sum / total
+    return {"loss": ce, "perplexity": math.exp(ce), "accuracy": correct / total, "tokens": total}
+
+
+@torch.no_grad()
+def translate(model, src, *, bos_id: int, eos_id: int, batch_size: int = 100, max_len_a: float = 1.5,
+              max_len_b: int = 10, device: torch.device | str = "cpu", amp: bool = False,
+              progress: bool = False) -> list[list[int]]:
+    """Greedy translations (token ids, no special tokens) of the tokenised sources ``src`` (a list
+    of N id lists, without EOS), in input order.
+
+    Sentences are decoded in batches of ``batch_size`` sorted by length; sentence i may produce
+    at most ``ceil(max_len_a · |src_i| + max_len_b)`` tokens (fairseq's ``--max-len-a/-b``), and
+    never more than the model's ``max_len`` − 1; a source longer than ``max_len`` − 1 tokens is
+    cut to fit. :meth:`dispersion.models.nmt.TransformerNMT.greedy_decode` does the decoding.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if max_len_a < 0 or max_len_b < 0:
+        raise ValueError(f"max_len_a and max_len_b must be >= 0, got {max_len_a}, {max_len_b}")
+    device = torch.device(device)
+    cap = model.max_len - 1
+    pad = model.pad_id
+    order = sorted(range(len(src)), key=lambda i: len(src[i]))
+    out: list[list[int] | None] = [None] * len(src)
+    batches = progress_bar(iterable=range(0, len(order), batch_size), desc="translate", unit="batch",
+                           enabled=progress)
+    for s in batches:
+        idx = order[s:s + batch_size]
+        seqs = [[*src[i][:cap], eos_id] for i in idx]
+        x = torch.full((len(idx), max(map(len, seqs))), pad, dtype=torch.int64)
+        for r, q in enumerate(seqs):
+            x[r, :len(q)] = torch.tensor(q)
+        limit = torch.tensor([math.ceil(max_len_a * len(src[i]) + max_len_b) for i in idx], dtype=torch.int64)
+        hyps = model.greedy_decode(x.to(device), bos_id, eos_id, limit.to(device), amp=amp)
+        for i, h in zip(idx, hyps):
+            out[i] = h
+    return out
+
+
+def translation_scores(hypotheses, references) -> dict:
+    """Corpus BLEU and chrF of detokenised ``hypotheses`` against one ``references`` each, with
+    sacreBLEU (Post, *A call for clarity in reporting BLEU scores*, WMT 2018) at its defaults:
+    BLEU with the 13a tokenizer, exponential smoothing, mixed case; chrF with character 6-grams,
+    β = 2. Returns ``bleu``, ``chrf`` (0–100), ``bleu_signature``, ``chrf_signature`` (sacreBLEU's
+    signature strings, e.g. ``nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0``) and
+    ``bleu_precisions`` (the four n-gram precisions), ``bleu_brevity_penalty``,
+    ``bleu_length_ratio``. Raises ``ValueError`` for lists of different lengths or none."""
+    from sacrebleu.metrics import BLEU, CHRF
+
+    hyps, refs = list(hypotheses), list(references)
+    if len(hyps) != len(refs) or not hyps:
+        raise ValueError(f"need as many hypotheses as references (>= 1), got {len(hyps)} and {len(refs)}")
+    bleu, chrf = BLEU(), CHRF()
+    b = bleu.corpus_score(hyps, [refs])
+    c = chrf.corpus_score(hyps, [refs])
+    return {"bleu": float(b.score), "chrf": float(c.score), "bleu_signature": str(bleu.get_signature()),
+            "chrf_signature": str(chrf.get_signature()), "bleu_precisions": [float(v) for v in b.precisions],
+            "bleu_brevity_penalty": float(b.bp), "bleu_length_ratio": float(b.sys_len / max(b.ref_len, 1))}

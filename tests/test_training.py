@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from dispersion.data.images import DEBIAN_FASHION_MNIST, FASHION_MNIST_MD5
+from dispersion.data.images import DEBIAN_FASHION_MNIST
 from dispersion.training import regularized_loss, PrototypeHead, SoftmaxHead, TensorLoader, as_loader, evaluate, train_classifier
 
 

@@ -24,7 +24,9 @@ LayerNorm, and an output layer tied to the input embedding table E (V × d):
   ``nn.Parameter`` E, initialised N(0, 1/d) (rows of norm ≈ 1), input ``√d · E[token]``, logits
   ``h · Eᵀ`` with no normalisation.
 
-The optimisers (Riemannian Adam for E, Adam for the rest) and the regularizer on E are wired in
+The table — E, its input scaling and its logits — is :class:`TiedEmbeddingTable`, which the
+translation model (:class:`dispersion.models.nmt.TransformerNMT`) shares. The optimisers
+(Riemannian Adam for E, Adam for the rest) and the regularizer on E are wired in
 :mod:`dispersion.experiments.text_lm` (the loop: :func:`dispersion.training.train_lm`).
 """
 
@@ -51,6 +53,7 @@ __all__ = [
     "SentenceEncoder",
     "texts_sha256",
     "encode_cached",
+    "TiedEmbeddingTable",
     "CausalTransformerLM",
 ]
 
@@ -230,7 +233,71 @@ def encode_cached(encoder: SentenceEncoder | None, texts: Sequence[str], cache_p
     return feats
 
 
-class CausalTransformerLM(nn.Module):
+class TiedEmbeddingTable:
+    """The tied embedding table of the text models: one table E (V × d) that embeds the input
+    tokens and scores the output vocabulary (a mixin of ``nn.Module`` subclasses:
+    :class:`CausalTransformerLM`, :class:`dispersion.models.nmt.TransformerNMT`).
+
+    * ``"sphere"`` (the NMT setting of arXiv:2502.08231): E is a ``geoopt.ManifoldParameter`` on
+      ``geoopt.SphereExact()`` with unit rows drawn uniformly on S^{d−1}; :meth:`embed` gives
+      ``√d · E[ids]`` and :meth:`logits` the cosine logits ``s · normalize(h) · Eᵀ`` with a
+      learned scale ``s = exp(log_scale)`` (initial value ``logit_scale``).
+    * ``"euclidean"``: an ordinary ``nn.Parameter`` E initialised N(0, 1/d) (rows of norm ≈ 1),
+      :meth:`embed` ``√d · E[ids]``, :meth:`logits` ``h · Eᵀ``; no scale (``log_scale`` None).
+
+    Sets ``vocab_size``, ``dim``, ``embedding``, ``E`` and ``log_scale`` on the module. E is
+    drawn first, from ``generator`` (a CPU generator; the global stream when None), so that a
+    model's table depends on its seed alone. Raises ``ValueError`` for an unknown ``embedding``
+    or a ``logit_scale`` that is not > 0.
+    """
+
+    def _init_tied_table(self, vocab_size: int, dim: int, embedding: str, logit_scale: float,
+                         generator: torch.Generator | None) -> None:
+        if embedding not in ("sphere", "euclidean"):
+            raise ValueError(f"embedding must be 'sphere' or 'euclidean', got {embedding!r}")
+        if not logit_scale > 0:
+            raise ValueError(f"logit_scale must be > 0, got {logit_scale}")
+        self.vocab_size, self.dim, self.embedding = vocab_size, dim, embedding
+        init = torch.randn(vocab_size, dim, generator=generator)
+        if embedding == "sphere":
+            from .._imports import quiet_import
+
+            geoopt = quiet_import("geoopt")
+            self.E = geoopt.ManifoldParameter(nn.functional.normalize(init, dim=1), manifold=geoopt.SphereExact())
+            self.log_scale = nn.Parameter(torch.tensor(math.log(logit_scale)))
+        else:
+            self.E = nn.Parameter(init / math.sqrt(dim))
+            self.register_parameter("log_scale", None)
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """The input embeddings ``√d · E[ids]``: shape ``ids.shape + (d,)``, float32."""
+        return math.sqrt(self.dim) * self.E[ids]
+
+    @property
+    def scale(self) -> torch.Tensor | None:
+        """The cosine-logit scale s (0-dim) of the spherical model; None for Euclidean."""
+        return None if self.log_scale is None else self.log_scale.exp()
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Output logits (..., V) in float32 from hidden states (..., d)."""
+        with torch.autocast(h.device.type, enabled=False):
+            h = h.float()
+            if self.embedding == "sphere":
+                return self.scale * nn.functional.normalize(h, dim=-1) @ self.E.T
+            return h @ self.E.T
+
+    def embedding_table(self) -> torch.Tensor:
+        """E with unit rows, detached (V, d): E itself on the sphere, the row-normalised table for
+        the Euclidean model (its directions, which is what the dispersion metrics measure)."""
+        E = self.E.detach()
+        return E.clone() if self.embedding == "sphere" else nn.functional.normalize(E, dim=1)
+
+    def dense_parameters(self) -> list[nn.Parameter]:
+        """Every trainable parameter except E (what plain Adam trains)."""
+        return [p for n, p in self.named_parameters() if n != "E" and p.requires_grad]
+
+
+class CausalTransformerLM(TiedEmbeddingTable, nn.Module):
     """A small causal Transformer LM with a tied embedding table on the sphere (or Euclidean).
 
     Parameters
@@ -247,7 +314,7 @@ class CausalTransformerLM(nn.Module):
         Longest sequence (learned position embeddings).
     dropout : float
     embedding : {"sphere", "euclidean"}
-        See the module docstring.
+        See the module docstring and :class:`TiedEmbeddingTable`.
     logit_scale : float
         Initial cosine-logit scale s of the spherical model (learned, kept positive by a log
         parametrisation); unused for ``"euclidean"``.
@@ -270,21 +337,8 @@ class CausalTransformerLM(nn.Module):
                 raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
         if dim % n_heads:
             raise ValueError(f"dim ({dim}) must be divisible by n_heads ({n_heads})")
-        if embedding not in ("sphere", "euclidean"):
-            raise ValueError(f"embedding must be 'sphere' or 'euclidean', got {embedding!r}")
-        if not logit_scale > 0:
-            raise ValueError(f"logit_scale must be > 0, got {logit_scale}")
-        self.vocab_size, self.dim, self.max_len, self.embedding = vocab_size, dim, max_len, embedding
-        init = torch.randn(vocab_size, dim, generator=generator)
-        if embedding == "sphere":
-            from .._imports import quiet_import
-
-            geoopt = quiet_import("geoopt")
-            self.E = geoopt.ManifoldParameter(nn.functional.normalize(init, dim=1), manifold=geoopt.SphereExact())
-            self.log_scale = nn.Parameter(torch.tensor(math.log(logit_scale)))
-        else:
-            self.E = nn.Parameter(init / math.sqrt(dim))
-            self.register_parameter("log_scale", None)
+        self._init_tied_table(vocab_size, dim, embedding, logit_scale, generator)
+        self.max_len = max_len
         self.pos = nn.Embedding(max_len, dim)
         nn.init.normal_(self.pos.weight, std=0.02)
         layer = nn.TransformerEncoderLayer(dim, n_heads, ff_dim or 4 * dim, dropout, activation="gelu",
@@ -301,36 +355,13 @@ class CausalTransformerLM(nn.Module):
         if T > self.max_len:
             raise ValueError(f"sequence length {T} exceeds max_len={self.max_len}")
         pos = torch.arange(T, device=ids.device)
-        x = self.drop(math.sqrt(self.dim) * self.E[ids] + self.pos(pos))
+        x = self.drop(self.embed(ids) + self.pos(pos))
         mask = nn.Transformer.generate_square_subsequent_mask(T, device=ids.device, dtype=x.dtype)
         h = self.encoder(x, mask=mask, is_causal=True)
         return self.norm(h)
 
-    @property
-    def scale(self) -> torch.Tensor | None:
-        """The cosine-logit scale s (0-dim) of the spherical model; None for Euclidean."""
-        return None if self.log_scale is None else self.log_scale.exp()
-
-    def logits(self, h: torch.Tensor) -> torch.Tensor:
-        """Output logits (..., V) in float32 from hidden states (..., d)."""
-        with torch.autocast(h.device.type, enabled=False):
-            h = h.float()
-            if self.embedding == "sphere":
-                return self.scale * nn.functional.normalize(h, dim=-1) @ self.E.T
-            return h @ self.E.T
-
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.logits(self.hidden(ids))
-
-    def embedding_table(self) -> torch.Tensor:
-        """E with unit rows, detached (V, d): E itself on the sphere, the row-normalised table for
-        the Euclidean model (its directions, which is what the dispersion metrics measure)."""
-        E = self.E.detach()
-        return E.clone() if self.embedding == "sphere" else nn.functional.normalize(E, dim=1)
-
-    def dense_parameters(self) -> list[nn.Parameter]:
-        """Every trainable parameter except E (what plain Adam trains)."""
-        return [p for n, p in self.named_parameters() if n != "E" and p.requires_grad]
 
 
 def feature_projection(in_dim: int, dim: int, hidden: int = 0, dropout: float = 0.0) -> nn.Sequential:

@@ -13,6 +13,8 @@ run specs, output paths and checks, for the rule files (``workflow/rules/*.smk``
   :mod:`~dispersion.pipeline.synthetic`, :mod:`~dispersion.pipeline.image`,
   :mod:`~dispersion.pipeline.text`, :mod:`~dispersion.pipeline.audit`: which runs the config asks for, the spec of each, where it
   writes (a ``*Paths`` class) and its ``run_specs``;
+* :mod:`~dispersion.pipeline.paper` — the output roots the paper is drawn from and the
+  ``paper`` rule's inputs (:func:`~dispersion.pipeline.paper.paper_inputs`);
 * :mod:`~dispersion.pipeline.committed` — every run of a config with the spec it records
   (:func:`run_specs`), and the check that committed runs still agree with the configs
   (:func:`committed_run_mismatches`, used by ``tests/pipeline/test_committed_runs.py``).

@@ -8,7 +8,7 @@ bad config fails before any job starts, with the key's path in the message.
 
 from __future__ import annotations
 
-from . import audit, synthetic, tammes, text
+from . import audit, nmt, synthetic, tammes, text
 from .config import build_checked, method_spec, section, used_variants
 
 __all__ = ["check_config"]
@@ -27,7 +27,7 @@ def check_config(config: dict, base: dict | None = None) -> None:
       inherits for variants it does not run);
     * each experiment's own checks (:func:`dispersion.pipeline.tammes.check`,
       :func:`~dispersion.pipeline.synthetic.check`, :func:`~dispersion.pipeline.text.check`,
-      :func:`~dispersion.pipeline.audit.check`):
+      :func:`~dispersion.pipeline.audit.check`, :func:`~dispersion.pipeline.nmt.check`):
       the spec of every Tammes, synthetic and audit job passes the checks of its ``run`` (keys,
       types and ranges), so a job cannot fail on its spec after others have run; the text
       datasets and corpora and the audited tables exist.
@@ -57,7 +57,8 @@ def check_config(config: dict, base: dict | None = None) -> None:
             where = f"{exp}.overrides.{variant}" if variant in overrides else f"methods.{variant} (in {exp})"
             build_checked(spec["method"], spec["params"], where)
     for where, per_variant in (("tammes", "overrides"), ("synthetic", "overrides"), ("image", "overrides"),
-                               ("text.classify", "overrides"), ("text.lm", "overrides"), ("text.lm", "lambdas")):
+                               ("text.classify", "overrides"), ("text.lm", "overrides"), ("text.lm", "lambdas"),
+                               ("nmt", "overrides"), ("nmt", "lambdas")):
         overrides = section(config, where).get(per_variant) or {}
         used = used_variants(config, where)
         for key, value in overrides.items():
@@ -72,3 +73,4 @@ def check_config(config: dict, base: dict | None = None) -> None:
     synthetic.check(config)
     text.check(config)
     audit.check(config)
+    nmt.check(config)

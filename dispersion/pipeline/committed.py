@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 
-from . import audit, image, synthetic, tammes, text
+from . import audit, image, nmt, synthetic, tammes, text
 
 __all__ = ["UNCOMPARED_SPEC_KEYS", "run_specs", "spec_differences", "committed_run_mismatches"]
 
@@ -20,14 +20,15 @@ __all__ = ["UNCOMPARED_SPEC_KEYS", "run_specs", "spec_differences", "committed_r
 UNCOMPARED_SPEC_KEYS = ("device",)
 
 #: The pipeline module of every experiment, in the order of their runs in :func:`run_specs`.
-EXPERIMENTS = (tammes, synthetic, image, text, audit)
+EXPERIMENTS = (tammes, synthetic, image, text, audit, nmt)
 
 
 def run_specs(config: dict) -> dict[str, dict]:
     """Every run of ``config``, as the path of its ``summary.json`` (normalised, relative to the
     workflow's directory) → the spec the run records as the summary's ``config``: what the rule
     passes to the run (``tammes_spec``, ``synthetic_specs``, the image ``run_spec``, the text
-    ``classify_spec`` / ``lm_spec``, ``audit_spec`` / ``audit_posthoc_spec``) plus what the rule adds (the seed; the LM's corpus path).
+    ``classify_spec`` / ``lm_spec``, ``audit_spec`` / ``audit_posthoc_spec``, ``nmt_spec``) plus what the rule adds (the
+    seed; the LM's and the translation runs' corpus path).
     The union of each experiment module's ``run_specs``."""
     out: dict[str, dict] = {}
     for experiment in EXPERIMENTS:

@@ -77,14 +77,6 @@ def classify_runs(config: dict) -> list[dict]:
             for ds in c.get("run", list(c["datasets"])) for dim in c["dims"] for m in c["methods"] for s in seeds]
 
 
-def classify_runs(config: dict) -> list[dict]:
-    """Every (dataset, dim, method, seed) of the classification task, as wildcard dicts."""
-    c = config["text"]["classify"]
-    seeds = c.get("seeds", config["text"]["seeds"])
-    return [{"dataset": ds, "dim": dim, "method": m, "seed": s}
-            for ds in c.get("run", list(c["datasets"])) for dim in c["dims"] for m in c["methods"] for s in seeds]
-
-
 def corpus_spec(config: dict) -> dict:
     """The spec of the tokenised LM corpus (``text.lm``: corpora, tokenizer, vocab)."""
     lm_cfg = config["text"]["lm"]
@@ -103,7 +95,7 @@ def lm_spec(config: dict, method: str) -> dict:
     variant of ``config["methods"]`` (updated by ``text.lm.overrides[method]``); its λ is
     ``text.lm.lambdas[method]`` where given, else ``text.lm.train.lambda`` (a per-variant λ carries
     the constant factor between the authors' energy and ours, e.g. e^γ for the Gaussian kernel;
-    README, "The authors' parameters in ours")."""
+    docs/authors-parameters.md)."""
     lm_cfg = config["text"]["lm"]
     m = method_spec(config, "text.lm", method, LM_BASELINES)
     regularizer, params, label = m["method"], m["params"], m["label"]
@@ -122,12 +114,6 @@ def lm_spec(config: dict, method: str) -> dict:
         "train": train,
         "device": config.get("device", "auto"),
     }
-
-
-def lm_runs(config: dict) -> list[dict]:
-    """Every (method, seed) of the LM task, as wildcard dicts."""
-    lm_cfg = config["text"]["lm"]
-    return [{"method": m, "seed": s} for m in lm_cfg["methods"] for s in lm_cfg.get("seeds", config["text"]["seeds"])]
 
 
 def lm_runs(config: dict) -> list[dict]:

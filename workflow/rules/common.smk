@@ -12,6 +12,8 @@ from dispersion.pipeline.audit import (
     scale_name,
 )
 from dispersion.pipeline.image import ImagePaths, check_imagenet200, run_spec
+from dispersion.pipeline.nmt import NmtPaths, nmt_spec
+from dispersion.pipeline.nmt import corpus_spec as nmt_corpus_spec
 from dispersion.pipeline.synthetic import SyntheticPaths, synthetic_specs
 from dispersion.pipeline.tammes import TammesPaths, tammes_spec
 from dispersion.pipeline.text import (
@@ -30,6 +32,7 @@ synthetic_paths = SyntheticPaths(config)
 image_paths = ImagePaths(config)
 text_paths = TextPaths(config)
 audit_paths = AuditPaths(config)
+nmt_paths = NmtPaths(config)
 SYNTHETIC_SPECS = synthetic_specs(config)
 
 # The interpreter that runs Snakemake runs the jobs too, so `.venv/bin/snakemake` works
