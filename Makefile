@@ -5,18 +5,22 @@ BIN    := $(VENV)/bin
 CORES  ?= 2
 STAMP  := $(VENV)/.installed
 
-.PHONY: quick test venv data paper lint dryrun clean-quick help results-uptodate
+.PHONY: quick test venv data paper lint docs dryrun clean-quick help results-uptodate
 
 help:
 	@echo "make quick  - create $(VENV), install, get the local data, run the quick workflow"
 	@echo "make test   - create $(VENV) if needed and run the test suite"
-	@echo "make lint   - snakemake --lint and snakefmt --check"
+	@echo "make lint   - ruff check, snakemake --lint and snakefmt --check"
+	@echo "make docs   - build the documentation site into docs/_build/html (warnings are errors)"
 	@echo "make dryrun - dry-run the paper-scale workflow"
+	@echo "make paper  - build results/paper/main.pdf from the committed results (no experiment runs)"
 	@echo "make results-uptodate - after a fresh clone: order the committed results' file times"
 
-$(STAMP): requirements.txt requirements-dev.txt requirements-data.txt pyproject.toml
+# requirements.txt: the exact pins of the core and of every extra of pyproject.toml (the one lock
+# file); the package itself then installs without resolving anything (--no-deps).
+$(STAMP): requirements.txt requirements-data.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -r requirements.txt -r requirements-dev.txt
+	$(BIN)/pip install -r requirements.txt
 	$(BIN)/pip install --no-deps -r requirements-data.txt
 	$(BIN)/pip uninstall -y -q dispersion 2>/dev/null || true  # the distribution's old name (now hypersphere-dispersion)
 	$(BIN)/pip install --no-deps -e .
@@ -42,14 +46,27 @@ quick: data
 	@echo "      Runs:    quick/results/*/runs/ (summary.json + metrics.jsonl per run)"
 
 test: venv
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+	# one worker per core; a test file stays on one worker, so its module fixtures are built once
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(CORES) --dist loadfile --durations=10
 
 lint: venv
+	$(BIN)/ruff check .
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 
+# The site (docs/): Sphinx + autodoc from the docstrings, the results pages generated from the
+# committed tables and figures at build time (docs/_ext/results_pages.py); no notebook is run.
+docs: venv
+	$(BIN)/sphinx-build -E -W --keep-going -q -b html docs docs/_build/html  # -E: every page re-read, so every warning shows
+	@echo "Open docs/_build/html/index.html"
+
 dryrun: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake -n --cores $(CORES)
+
+# The paper (results/paper/main.pdf) from the committed outputs of every scale; no experiment runs
+# (--allowed-rules). Needs latexmk (Debian: latexmk texlive-latex-recommended).
+paper: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores 1 --allowed-rules paper --force results/paper/STATUS.txt
 
 clean-quick:
 	rm -rf quick

