@@ -29,7 +29,7 @@ __version__ = "0.1.0"
 _LAZY = {
     # subpackages and modules, importable as attributes (``dispersion.optim.RiemannianAdam``)
     **{name: None for name in ("metrics", "sphere", "optim", "prototypes", "regularizers", "training",
-                               "data", "models", "report", "experiments", "pipeline")},
+                               "data", "models", "report", "experiments", "pipeline", "distributed")},
     **{name: "regularizers" for name in (
         "METHODS", "MHE", "MMA", "MMCS", "SSW", "KoLeo", "Lloyd", "Regularizer", "Sliced", "Uniformity",
         "build", "method_parameters", "gradient_scale",
@@ -41,12 +41,13 @@ __all__ = [
     "METHODS", "build", "method_parameters", "gradient_scale", "Regularizer",
     "MHE", "MMA", "KoLeo", "MMCS", "Lloyd", "Sliced", "SSW", "Uniformity",
     "metrics", "sphere", "optim", "prototypes", "regularizers", "training", "data", "models", "report",
-    "experiments", "pipeline", "audit", "AuditReport", "disperse", "__version__",
+    "experiments", "pipeline", "distributed", "audit", "AuditReport", "disperse", "__version__",
 ]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports on demand
     from . import (
-        data, experiments, metrics, models, optim, pipeline, prototypes, regularizers, report, sphere, training,
+        data, distributed, experiments, metrics, models, optim, pipeline, prototypes, regularizers, report, sphere,
+        training,
     )
     from .regularizers import (
         METHODS,

@@ -11,8 +11,12 @@ import numbers
 
 import torch
 
-#: Floating dtypes the library computes in. Half precision is rejected: ``arccos`` near ±1 and
-#: sums of N² kernel values lose too much precision in 10 or 7 mantissa bits.
+from ._transforms import half_source, rounding_atol, value_checks_possible
+
+#: Floating dtypes the library computes in. Half precision is not computed in: ``arccos`` near ±1
+#: and sums of N² kernel values lose too much precision in 8 or 11 significant bits. The
+#: regularizers and the metrics accept it and compute it in float32 (:mod:`dispersion._transforms`),
+#: so that this check sees the float32 copy.
 SUPPORTED_DTYPES = (torch.float32, torch.float64)
 
 #: Default tolerance on ``| ||x_i|| - 1 |`` for rows said to be on the unit sphere.
@@ -29,6 +33,18 @@ def check_points(
 ) -> torch.Tensor:
     """Validate a point set ``X`` of shape (N, d) and return it unchanged.
 
+    Dtypes: float32 and float64. The regularizers and the metrics accept bfloat16/float16 too:
+    half-precision inputs are computed in float32 and the result is returned in the input dtype
+    (:mod:`dispersion._transforms`), and this check then sees the float32 copy; a unit row
+    rounded to half precision has a norm only within that dtype's rounding of 1, so while such a
+    copy is computed the norm tolerance is at least the dtype's machine epsilon (2⁻⁷ for
+    bfloat16, 2⁻¹⁰ for float16; :func:`dispersion._transforms.rounding_atol`).
+
+    The checks of the values (NaN/inf, rows on the sphere) need one host synchronisation; they
+    are skipped inside ``torch.compile`` and under ``torch.func.vmap``, where it is not allowed
+    (:func:`dispersion._transforms.value_checks_possible`), and run everywhere else
+    (``torch.func.grad`` included). Type and shape are always checked.
+
     Raises
     ------
     TypeError
@@ -41,8 +57,9 @@ def check_points(
         raise TypeError(f"{name} must be a torch.Tensor of shape (N, d), got {type(X).__name__}")
     if X.dtype not in SUPPORTED_DTYPES:
         raise TypeError(
-            f"{name} must have dtype float32 or float64, got {X.dtype}; half precision is not "
-            f"supported (cast with {name}.float())"
+            f"{name} must have dtype float32 or float64, got {X.dtype}; half precision is "
+            f"accepted by the regularizers and metrics only, which compute it in float32 (here, "
+            f"cast with {name}.float())"
         )
     if X.dim() != 2:
         raise ValueError(f"{name} must have shape (N, d), got shape {tuple(X.shape)}")
@@ -51,6 +68,8 @@ def check_points(
         raise ValueError(f"{name} must have at least {min_rows} rows (points), got N={n}")
     if d < 2:
         raise ValueError(f"{name} must have at least 2 columns (a sphere S^(d-1) with d>=2), got d={d}")
+    if not value_checks_possible():
+        return X
     with torch.no_grad():
         # One pass and one host synchronisation in the common case: a NaN or inf entry makes
         # its row's norm NaN or inf; only then is the entry-wise test run (a finite row whose
@@ -58,6 +77,7 @@ def check_points(
         err = (torch.linalg.vector_norm(X, dim=1) - 1).abs().max().item()
         if not math.isfinite(err) and not torch.isfinite(X).all():
             raise ValueError(f"{name} contains NaN or inf")
+        atol = max(atol, rounding_atol(half_source()))  # the float32 copy of a half input
         if unit:
             if not err <= atol:
                 raise ValueError(

@@ -81,7 +81,9 @@ def _of_type(t: type, what: str) -> Callable[[Any], str | None]:
 
 #: Spec field: a string / a JSON object / true or false.
 Str = _of_type(str, "a string")
+#: Spec field: a JSON object.
 Dict = _of_type(dict, "a JSON object")
+#: Spec field: true or false.
 Bool = _of_type(bool, "true or false")
 
 

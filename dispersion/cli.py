@@ -10,9 +10,11 @@ options, :func:`add_run_options`: ``--device`` (overrides the spec's), ``--threa
 ``--no-progress``. The seed (``--seed``) and the inputs a rule passes beside the spec (the
 LM's ``--corpus``) are merged into the spec, as the run records them.
 
-Errors: a wrong input — an option, a spec key, a parameter, a file that is missing, corrupted
-or not writable — is reported in one line naming what was wrong and what was expected, with
-exit status 2 (as argparse does for a bad option); a failure of the machine (a full disk, an
+Errors: a wrong input — an option, a spec key, a parameter, a file that is missing, empty,
+corrupted or not writable, an output path blocked by a file — is reported in one line naming
+what was wrong and what was expected (for a file, the option that gave it: ``cannot write
+--out x/y.npy: x is a file, not a folder``), with exit status 2 (as argparse does for a bad
+option); a failure of the machine (a full disk, an
 I/O error) in one line with exit status 1; a partial output is never left behind. No traceback
 in either case; set the environment variable ``DISPERSION_TRACEBACK=1`` to get one. Anything
 else is a bug and shows its traceback.
@@ -24,6 +26,7 @@ import argparse
 import errno
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -249,6 +252,28 @@ def cmd_text_report(args) -> None:
     print("-> " + ", ".join(paths))
 
 
+def cmd_nmt_corpus(args) -> None:  # loading and tokenisation only: no device
+    from .data.multi30k import prepare_corpus
+
+    prepare_corpus(args.spec, args.out)
+
+
+def cmd_nmt_run(args) -> None:
+    from .experiments import nmt
+
+    nmt.run(_run_spec(args, args.spec, seed=args.seed, corpus=args.corpus), args.out, progress=not args.no_progress)
+
+
+def cmd_nmt_report(args) -> None:
+    from .report import nmt as report
+    from .runio import output_set
+
+    with output_set():  # the CSV, every table and figure, or none
+        paths = report.report(args.summaries, csv_path=args.runs_csv, tables_dir=args.tables_dir,
+                              figures_dir=args.figures_dir)
+    print("-> " + ", ".join(paths))
+
+
 def cmd_audit_embed(args) -> None:
     from .data.text_inputs import encode_split
 
@@ -279,7 +304,7 @@ def cmd_audit_posthoc_report(args) -> None:
 def cmd_paper(args) -> None:
     from .report import paper
 
-    print(paper.build(args.tex, args.results, args.figures, args.status), end="")
+    print(paper.build(args.tex, args.results, args.figures, args.status, fallbacks=args.fallback or ()), end="")
 
 
 def cmd_audit(args) -> None:
@@ -301,7 +326,9 @@ def cmd_audit(args) -> None:
             raise ValueError("--encoder needs --texts FILE (one text per line)")
         names = read_lines(args.texts, "--texts file")
         from .models.text import SentenceEncoder
-        from .runio import resolve_device
+        from .runio import check_writable_dir, resolve_device
+
+        check_writable_dir(args.out, "output folder")  # before the texts are encoded
 
         device = resolve_device(args.device)
         encoder = SentenceEncoder(args.encoder, max_length=args.max_length)
@@ -312,6 +339,9 @@ def cmd_audit(args) -> None:
     else:
         tab = load_table(args.path, key=args.key, text_column=args.text_column, label_column=args.label_column,
                          vector_column=args.vector_column)
+        from .runio import check_writable_dir
+
+        check_writable_dir(args.out, "output folder")  # before the audit is computed
         X, names, labels, row_label = tab.X, tab.names, tab.labels, tab.row_label
         source = Path(args.path).name
         if args.names is not None:
@@ -347,7 +377,8 @@ def cmd_audit(args) -> None:
     print(f"{source}: N = {report.n}, d = {report.d}; min angle {math.degrees(s['min_angle']):.2f}° "
           f"(uniform {math.degrees(ref['min_angle']['mean']):.2f}°), mean NN angle {math.degrees(s['mean_nn_angle']):.2f}° "
           f"(uniform {math.degrees(ref['mean_nn_angle']['mean']):.2f}°), circular variance {s['circular_variance']:.3f}; "
-          f"{report.timings['total_s']:.1f} s -> {', '.join(paths)}")
+          + (f"degenerate: all {report.n} rows are one point; " if report.degenerate else "")
+          + f"{report.timings['total_s']:.1f} s -> {', '.join(paths)}")
 
 
 def cmd_disperse(args) -> None:
@@ -361,7 +392,12 @@ def cmd_disperse(args) -> None:
 
     if Path(args.out).suffix.lower() != Path(args.path).suffix.lower():
         raise ValueError(f"--out {args.out} must have the input's suffix {Path(args.path).suffix!r}")
+    from .runio import check_writable_file
+
     tab = load_table(args.path, key=args.key, label_column=args.label_column, vector_column=args.vector_column)
+    for path in (args.out, args.history):  # before the table is dispersed
+        if path is not None:
+            check_writable_file(path)
     labels = read_lines(args.labels, "--labels file") if args.labels else tab.labels
     res = disperse(tab.X, args.method, params=args.params, steps=args.steps, lr=args.lr, fidelity=args.fidelity,
                    weight=args.weight, k=args.k, margin=args.margin, batch_size=args.batch_size,
@@ -529,6 +565,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--figures-dir", required=True, help="where text_*.pdf/.png go")
     s.set_defaults(func=cmd_text_report)
 
+    # --- machine translation (the NMT experiment of arXiv:2502.08231)
+    spec_help = "the resolved spec: a JSON object or file (dispersion.pipeline.nmt.corpus_spec / nmt_spec)"
+    add_run_command(sub, "nmt-corpus", cmd_nmt_corpus, help="load Multi30k and build the joint subword vocabulary once",
+                    description="Load the Multi30k splits (a given folder, $DISPERSION_MULTI30K, a local copy or the "
+                    "official download), train the joint BPE vocabulary on the training text, tokenise every split "
+                    "and write them with the training occurrence count of every row (.pt) to --out.",
+                    spec_help=spec_help, out_help="corpus file to write (.pt)", run_options=False)
+    add_run_command(sub, "nmt-run", cmd_nmt_run, help="one translation run with a tied embedding table on the sphere",
+                    description="Train the encoder-decoder Transformer with CE + lambda * R(E) on the tokenised "
+                    "corpus, translate the test set greedily, score BLEU and chrF (sacreBLEU) and write "
+                    "metrics.jsonl and summary.json into --out.",
+                    spec_help=spec_help, inputs={"--corpus": "corpus file from nmt-corpus"}, seed=True)
+    s = sub.add_parser("nmt-report", help="tidy CSV, tables and figures of the translation runs",
+                       description="Merge nmt summary.json files into a CSV and write the results and lambda-sweep "
+                       "tables (nmt, nmt_lambda: Markdown + LaTeX) and figures (nmt_min_angle, nmt_lambda: PDF + PNG).")
+    s.add_argument("--summaries", nargs="+", required=True, help="summary.json files of nmt-run runs")
+    s.add_argument("--runs-csv", required=True, help="output: one row per run")
+    s.add_argument("--tables-dir", required=True, help="where nmt.md/.tex and nmt_lambda.md/.tex go")
+    s.add_argument("--figures-dir", required=True, help="where nmt_min_angle and nmt_lambda .pdf/.png go")
+    s.set_defaults(func=cmd_nmt_report)
+
     # --- the audit experiment (issue 13)
     add_run_command(sub, "audit-embed", cmd_audit_embed,
                     help="encode one split of a text corpus for the audit experiment",
@@ -567,11 +624,16 @@ def build_parser() -> argparse.ArgumentParser:
     # --- the paper
     s = sub.add_parser("paper", help="build paper/main.tex against the workflow's outputs (needs latexmk)",
                        description="Compile the LaTeX document with latexmk when it is installed; otherwise check "
-                       "that every table and figure it includes exists and say that the PDF was skipped.")
+                       "that every table and figure it includes exists and say that the PDF was skipped. Each "
+                       "study is drawn from the first root (--results, then each --fallback) that has all of it.")
     s.add_argument("--tex", default="paper/main.tex")
     s.add_argument("--results", required=True, help="results root (holds tables/)")
     s.add_argument("--figures", required=True, help="figures root")
-    s.add_argument("--status", required=True, help="status file to write; the PDF goes beside it as main.pdf")
+    s.add_argument("--status", required=True, help="status file to write; the PDF goes beside it as main.pdf, "
+                   "the generated numbers as numbers.tex")
+    s.add_argument("--fallback", nargs=2, action="append", metavar=("RESULTS", "FIGURES"),
+                   help="another scale's results and figures roots, for the studies --results lacks "
+                   "(repeatable; tried in order)")
     s.set_defaults(func=cmd_paper)
 
     # --- tables of your own (issue 13)
@@ -653,8 +715,10 @@ def _add_disperse(sub) -> None:
     s.set_defaults(func=cmd_disperse)
 
 #: Exceptions that mean the input is wrong (exit status 2): bad values and types from the
-#: library's checks, and input files that are missing or output paths that cannot be written.
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+#: library's checks, and input files that are missing or output paths that cannot be written
+#: (a folder on the way that is a file, a file where a folder is meant).
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+               PermissionError)
 
 
 def _one_line(e: BaseException) -> str:
@@ -663,6 +727,35 @@ def _one_line(e: BaseException) -> str:
     else:
         text = str(e)
     return " ".join(text.split()) or type(e).__name__
+
+
+def _name_the_option(text: str, parser: argparse.ArgumentParser, args) -> str:
+    """``text``, the message of an error about a file, with the option that gave the file put
+    before its path (``cannot write the run directory --out x: x is a file, not a folder``), or
+    after the message when the path is a file under the option's folder (``cannot write
+    x/summary.json: No space left on device (--out x)``), when the message names no option itself. The longest path value of an option of the command
+    that appears in ``text`` as a whole path (or a folder above one) is the one named."""
+    if re.search(r"(^|\s)--[a-z]", text):
+        return text
+    sub = next((a.choices.get(args.command) for a in parser._actions if isinstance(a, argparse._SubParsersAction)),
+               None)
+    best = None
+    for action in getattr(sub, "_actions", []):
+        if not action.option_strings:
+            continue
+        values = getattr(args, action.dest, None)
+        for value in values if isinstance(values, list) else [values]:
+            if not isinstance(value, str) or len(value) < 2 or (best and len(value) <= len(best[1])):
+                continue
+            m = re.search(rf"(?<![^\s'\"(]){re.escape(value)}(?=$|[\s'\":,;)/])", text)
+            if m:
+                best = (max(action.option_strings, key=len), value, m.start(), text[m.end():m.end() + 1] == "/")
+    if best is None:
+        return text
+    option, value, at, inside = best
+    if inside:  # a file under the option's folder: name the option after the message
+        return f"{text} ({option} {value})"
+    return f"{text[:at]}{option} {text[at:]}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -676,11 +769,12 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as e:
         if os.environ.get("DISPERSION_TRACEBACK"):
             raise
-        parser.exit(2, f"{prog}: error: {_one_line(e)}\n")
+        text = _name_the_option(_one_line(e), parser, args) if isinstance(e, OSError) else _one_line(e)
+        parser.exit(2, f"{prog}: error: {text}\n")
     except OSError as e:  # a read-only output is the input's fault; a full disk or I/O error the machine's
         if os.environ.get("DISPERSION_TRACEBACK"):
             raise
-        parser.exit(2 if e.errno == errno.EROFS else 1, f"{prog}: error: {_one_line(e)}\n")
+        parser.exit(2 if e.errno == errno.EROFS else 1, f"{prog}: error: {_name_the_option(_one_line(e), parser, args)}\n")
     return 0
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -46,7 +46,8 @@ def sphere_parameter(X: torch.Tensor, riemannian: bool = True) -> torch.nn.Param
     return torch.nn.Parameter(data)
 
 
-def make_optimizer(name: str, params, lr: float, **kwargs) -> torch.optim.Optimizer:
+def make_optimizer(name: str, params: Iterable[torch.Tensor] | Iterable[dict], lr: float,
+                   **kwargs: Any) -> torch.optim.Optimizer:
     """The optimiser called ``name`` (one of :data:`OPTIMIZERS`) over ``params``.
 
     ``riemannian_adam`` / ``riemannian_sgd`` build the fused :class:`RiemannianAdam` /
@@ -394,8 +395,8 @@ class RiemannianAdam(_SphereOptimizer):
     geoopt over 200 float64 steps (agreement to 1e-9).
     """
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 amsgrad: bool = False):
+    def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, amsgrad: bool = False) -> None:
         lr = check_positive(lr, "lr")
         eps = check_positive(eps, "eps")
         betas = tuple(betas)
@@ -445,8 +446,8 @@ class RiemannianSGD(_SphereOptimizer):
     State per parameter: ``momentum_buffer`` (shape of the parameter) when momentum > 0.
     """
 
-    def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
-                 nesterov: bool = False):
+    def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict], lr: float = 1e-3, momentum: float = 0.0,
+                 dampening: float = 0.0, nesterov: bool = False) -> None:
         lr = check_positive(lr, "lr")
         for name, val in (("momentum", momentum), ("dampening", dampening)):
             if isinstance(val, bool) or not isinstance(val, (int, float)) or not 0.0 <= val < float("inf"):

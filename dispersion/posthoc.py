@@ -32,6 +32,7 @@ c⁰_ij = ⟨x_i, x_j⟩ its original cosines:
     neighbourhood spread as long as it stays the neighbourhood (what recall@k measures).
 ``"anchor"`` — F(Y; B) = 1/|B| Σ_{i∈B} ‖y_i − x_i‖² = 2/|B| Σ_{i∈B} (1 − ⟨y_i, x_i⟩): each row
     stays near its own start (a proximal term).
+
 ``"none"`` — F = 0 (plain post-hoc dispersion, as ``dispersion.optim.optimize``).
 
 The history records, every ``log_every`` steps, the loss terms, recall@k of the original k

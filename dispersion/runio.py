@@ -11,14 +11,17 @@ so an interrupted run never leaves a half-written result that Snakemake would mi
 finished one. Files are created with the permissions the process's umask gives (as ``open``
 would), not the owner-only mode of :func:`tempfile.mkstemp`. A command that writes several
 files writes them as a set (:func:`output_set`): all of them or none. A run checks that it can
-write its directory before it computes (:func:`check_writable_dir`). This module imports only
-the standard library and torch.
+write its directory (:func:`check_writable_dir`) or file (:func:`check_writable_file`) before
+it computes. A folder on the way that is an existing file is reported as such
+(``NotADirectoryError``: "x is a file, not a folder"), not as mkdir's bare "File exists".
+This module imports only the standard library and torch.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import json
 import math
 import numbers
@@ -37,6 +40,7 @@ import torch
 __all__ = [
     "output_set",
     "check_writable_dir",
+    "check_writable_file",
     "atomic_write",
     "atomic_write_text",
     "atomic_write_json",
@@ -69,6 +73,18 @@ def _umask_mode() -> int:
 def _write_error(e: OSError, path: Path) -> OSError:
     """The same ``OSError`` type and errno, naming the final ``path`` instead of a temporary."""
     return type(e)(e.errno, f"cannot write {path}: {e.strerror or e}") if e.errno else e
+
+
+def _make_dirs(folder: Path) -> None:
+    """``folder.mkdir(parents=True, exist_ok=True)``; where ``folder`` or a parent is an existing
+    file, ``NotADirectoryError`` naming that file (mkdir's "File exists" names neither)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        for f in (folder, *folder.parents):
+            if f.exists() and not f.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, f"{f} is a file, not a folder") from None
+        raise
 
 
 def _finish(tmp: str, path: Path) -> None:
@@ -146,19 +162,39 @@ def _commit(pending: list[tuple[str, Path]]) -> None:
                 os.unlink(bak)
 
 
+def _probe_dir(path: Path) -> None:
+    """Create the folder ``path`` (and its parents) and a file in it, and remove that file."""
+    _make_dirs(path)
+    fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=path)
+    os.close(fd)
+    os.unlink(probe)
+
+
 def check_writable_dir(path: str | os.PathLike, name: str = "output directory") -> Path:
     """Create the directory ``path`` (and its parents) and check that a file can be created in
     it, so that a run fails before it computes rather than after. Returns the path.
 
     Raises ``PermissionError``/``NotADirectoryError``/``OSError`` with a message naming the
-    directory (e.g. a read-only file system, a parent that is a regular file).
+    directory (e.g. a read-only file system; ``path`` or a parent that is a regular file).
     """
     path = Path(path)
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=path)
-        os.close(fd)
-        os.unlink(probe)
+        _probe_dir(path)
+    except OSError as e:
+        raise type(e)(e.errno, f"cannot write the {name} {path}: {e.strerror or e}") from None
+    return path
+
+
+def check_writable_file(path: str | os.PathLike, name: str = "output file") -> Path:
+    """Check that the file ``path`` can be written, before a run computes it: its folder is
+    created and a file can be made there (as :func:`check_writable_dir` does), and ``path`` is
+    not a folder. Nothing is written to ``path``. Returns the path. Raises
+    ``IsADirectoryError``/``NotADirectoryError``/``PermissionError``/``OSError`` naming it."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"cannot write the {name} {path}: it is a folder")
+    try:
+        _probe_dir(path.parent)
     except OSError as e:
         raise type(e)(e.errno, f"cannot write the {name} {path}: {e.strerror or e}") from None
     return path
@@ -178,7 +214,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
         raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_dirs(path.parent)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
         raise _write_error(e, path) from None
@@ -205,7 +241,7 @@ def atomic_save(path: str | os.PathLike, save: Callable[[str], None]) -> None:
     """
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_dirs(path.parent)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
     except OSError as e:
         raise _write_error(e, path) from None

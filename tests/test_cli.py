@@ -134,3 +134,72 @@ def test_every_command_is_wired_to_a_function():
     assert len(found) >= 20  # tammes-run … audit-posthoc-report
     for name, sub in found:
         assert callable(sub.get_default("func")), f"command {' '.join(name)!r} has no function to run"
+
+
+# --- the table files and output paths of audit and disperse (issue "Dispersion inside real
+# training runs", part 5): a wrong file is one line naming it, with exit status 2
+
+
+def _table_command(command, path, tmp_path):
+    if command == "audit":
+        return ["audit", str(path), "--out", str(tmp_path / "report"), "--reference-draws", "1", "--no-figures",
+                "--no-progress"]
+    return ["disperse", str(path), "--out", str(tmp_path / f"spread{path.suffix}"), "--method", "mma", "--steps", "2",
+            "--k", "3", "--no-progress"]
+
+
+BAD_TABLES = {
+    # before: EOFError: No data left in file (a traceback, exit 1)
+    "empty.npy": (b"", "empty.npy is empty (0 bytes); expected a .npy table"),
+    # before: 'utf-8' codec can't decode byte 0xe9 in position 14: invalid continuation byte (no file named)
+    "latin1.txt": (b"the 0.1 0.2 0.3\n\xe9t\xe9 0.4 0.5 0.6\n", "latin1.txt line 2: not UTF-8 text (byte 0xe9"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_TABLES)
+@pytest.mark.parametrize("command", ["audit", "disperse"])
+def test_a_bad_table_file_is_one_line_naming_the_file(tmp_path, capsys, command, name):
+    data, expected = BAD_TABLES[name]
+    (tmp_path / name).write_bytes(data)
+    code, err = run_cli(_table_command(command, tmp_path / name, tmp_path), capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith(f"python -m dispersion {command}: error: ")
+    assert expected in err
+    assert not (tmp_path / "report").exists() and not list(tmp_path.glob("spread*"))
+
+
+@pytest.mark.parametrize("command", ["audit", "disperse", "tammes-run"])
+def test_an_out_path_blocked_by_a_file_names_the_option(tmp_path, capsys, monkeypatch, no_compute, command):
+    # before (audit): "File exists: <path>", exit 1, after the whole audit was computed
+    import numpy as np
+
+    monkeypatch.setattr("dispersion.embedding_audit.audit", lambda *a, **k: pytest.fail("the audit computed first"))
+    monkeypatch.setattr("dispersion.posthoc.disperse", lambda *a, **k: pytest.fail("disperse computed first"))
+    np.save(tmp_path / "t.npy", np.random.default_rng(0).normal(size=(10, 3)).astype(np.float32))
+    blocker = tmp_path / "taken"
+    blocker.write_text("not a folder")
+    out = {"audit": blocker, "disperse": blocker / "t.npy", "tammes-run": blocker}[command]
+    args = {"audit": ["audit", str(tmp_path / "t.npy")], "disperse": ["disperse", str(tmp_path / "t.npy"), "--method", "mma"],
+            "tammes-run": ["tammes-run", "--spec", json.dumps(TAMMES)]}[command]
+    code, err = run_cli([*args, "--out", str(out), "--no-progress"], capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith(f"python -m dispersion {command}: error: ")
+    assert f"--out {out}" in err and f"{blocker} is a file, not a folder" in err
+    assert blocker.read_text() == "not a folder"
+
+
+def test_a_pickled_pt_table_gets_our_line_only(tmp_path):
+    # before: torch's 2-line UserWarning (pickle protocol 4) above our line, which quoted torch's
+    # whole multi-paragraph message (with terminal escape codes)
+    import pickle
+
+    import numpy as np
+
+    with open(tmp_path / "t.pt", "wb") as f:
+        pickle.dump({"emb": np.ones((4, 3), dtype=np.float32)}, f, protocol=4)
+    proc = subprocess.run([sys.executable, "-m", "dispersion", "audit", str(tmp_path / "t.pt"), "--out",
+                           str(tmp_path / "r"), "--no-progress"], capture_output=True, text=True)
+    err = proc.stderr
+    assert proc.returncode == 2 and err.count("\n") == 1, err
+    assert err.startswith("python -m dispersion audit: error: ") and f"{tmp_path / 't.pt'}: " in err
+    assert "weights_only=True" in err and "\x1b" not in err and len(err) < 400

@@ -12,7 +12,7 @@ import torch
 
 import dispersion
 from dispersion import sphere
-from dispersion.regularizers import kernels, pairwise
+from dispersion.regularizers import kernels
 from dispersion.regularizers.pairwise import mhe_energy
 
 LOG_TINY32 = math.log(torch.finfo(torch.float32).tiny)  # -87.336...: exp below it is not a normal float32
@@ -117,3 +117,39 @@ def test_the_check_costs_nothing_for_parameters_that_cannot_fail(monkeypatch):
         for bs in ("dense", 64):
             v, g = _value_and_grad(dispersion.build("mhe", block_size=bs, **params), X)
             assert torch.isfinite(v) and torch.isfinite(g).all()
+
+
+# --- parameters so small that the gradient underflows (issue "Dispersion inside real training
+# runs", part 5): gamma = 1e-300 in float32 gave a gradient of exact zeros, without a word
+
+
+@pytest.mark.parametrize("block_size", ["dense", 16])
+@pytest.mark.parametrize("kernel,distance,param,value", [
+    ("gaussian", "chordal", "gamma", 1e-300), ("gaussian", "geodesic", "gamma", 1e-300),
+    ("laplace", "chordal", "gamma", 1e-300), ("laplace", "geodesic", "gamma", 1e-40),
+    ("riesz", "chordal", "s", 1e-300), ("riesz", "geodesic", "s", -1e-300),
+])
+def test_a_parameter_whose_gradient_underflows_raises_naming_it(kernel, distance, param, value, block_size):
+    X = _points()
+    reg = dispersion.build("mhe", kernel=kernel, distance=distance, block_size=block_size, **{param: value})
+    name = "gamma" if param == "gamma" else r"\|s\|"
+    with pytest.raises(ValueError, match=rf"{param}={value:g}.*torch.float32 the gradient underflows.*"
+                                         rf"Usable range for these points in torch.float32: {name} > "):
+        _value_and_grad(reg, X)
+    with torch.no_grad():  # the value itself is fine (the kernel is 1 to rounding): no gradient, no error
+        assert torch.isfinite(reg(X))
+    v, g = _value_and_grad(reg, X.double())  # float64 has room for it
+    assert torch.isfinite(g).all() and g.abs().max() > 0
+
+
+def test_usable_small_gamma_bound_gives_a_normal_gradient():
+    X = _points()
+    with pytest.raises(ValueError) as e:
+        _value_and_grad(dispersion.build("mhe", gamma=1e-300), X)
+    bound = float(str(e.value).split("gamma > ")[1].split(";")[0])
+    # the rule: each pair's term of the gradient, |k'(c)| / P = 2 gamma k / P with P = N(N - 1)/2
+    # pairs and k ~ 1, must be a normal float32 number
+    P = 50 * 49 / 2
+    assert bound == pytest.approx(torch.finfo(torch.float32).tiny * P / 2, rel=1e-2)
+    v, g = _value_and_grad(dispersion.build("mhe", gamma=1.02 * bound), X)
+    assert g.abs().max() > 0 and torch.isfinite(g).all()

@@ -141,7 +141,8 @@ def test_a_run_that_cannot_write_fails_before_it_computes(tmp_path, capsys, monk
     code, err = run_cli(["tammes-run", "--spec", json.dumps(TAMMES_SPEC), "--out", str(tmp_path / "file" / "run"),
                          "--no-progress"], capsys)
     assert code == 2 and err.count("\n") == 1
-    assert f"cannot write the run directory {tmp_path / 'file' / 'run'}: Not a directory" in err
+    assert (f"cannot write the run directory --out {tmp_path / 'file' / 'run'}: "
+            f"{tmp_path / 'file'} is a file, not a folder") in err
 
 
 # --------------------------------------------------------------------------- full disk
@@ -208,7 +209,7 @@ def test_read_only_output_fails_before_computing(tmp_path, capsys, monkeypatch):
         subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True, capture_output=True)
         code, err = run_cli(["tammes-run", "--spec", json.dumps(TAMMES_SPEC), "--out", str(disk / "runs" / "x"),
                              "--no-progress"], capsys)
-        assert code == 2 and f"cannot write the run directory {disk / 'runs' / 'x'}: Read-only file system" in err
+        assert code == 2 and f"cannot write the run directory --out {disk / 'runs' / 'x'}: Read-only file system" in err
 
 
 def test_simulated_full_disk_leaves_no_partial_run(tmp_path, capsys, monkeypatch):
@@ -224,7 +225,7 @@ def test_simulated_full_disk_leaves_no_partial_run(tmp_path, capsys, monkeypatch
     monkeypatch.setattr(runio.os, "fsync", fsync)
     run_dir = tmp_path / "run"
     code, err = run_cli(["tammes-run", "--spec", json.dumps(TAMMES_SPEC), "--out", str(run_dir), "--no-progress"], capsys)
-    assert code == 1 and f"cannot write {run_dir / 'summary.json'}: No space left on device" in err
+    assert code == 1 and f"cannot write {run_dir / 'summary.json'}: No space left on device (--out {run_dir})" in err
     assert listing(run_dir) == []
 
 
@@ -251,12 +252,12 @@ def test_corrupted_summary_and_metrics_are_named(tmp_path, capsys):
     assert not (tmp_path / "r.csv").exists() and not (tmp_path / "c.csv").exists()
     code, err = run_cli(["tammes-aggregate", "--summaries", str(tmp_path / "missing.json"), "--runs-csv",
                          str(tmp_path / "r.csv"), "--points-csv", str(tmp_path / "p.csv")], capsys)
-    assert code == 2 and f"No such file or directory: {tmp_path / 'missing.json'}" in err
+    assert code == 2 and f"No such file or directory: --summaries {tmp_path / 'missing.json'}" in err
 
 
 def test_check_writable_dir(tmp_path):
     assert check_writable_dir(tmp_path / "a" / "b") == tmp_path / "a" / "b"
     assert listing(tmp_path) == ["a", "a/b"]
     (tmp_path / "f").write_text("")
-    with pytest.raises(NotADirectoryError, match=r"cannot write the output directory .*f/x: Not a directory"):
+    with pytest.raises(NotADirectoryError, match=r"cannot write the output directory .*f/x: .*f is a file, not a folder"):
         check_writable_dir(tmp_path / "f" / "x")

@@ -12,7 +12,6 @@ Bounded for ``make test`` (a few seconds each): small N and d, ``max_examples`` 
 import math
 
 import numpy as np
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -7,7 +7,8 @@ named, and a function naming row i by its place in the file (``file line L``, ``
 so that later checks (non-finite values, zero rows) can point at the line to fix. Problems the
 reader itself sees — an unknown suffix, rows of different lengths, unparsable numbers, a file
 with several tensors and no ``key``, integer or complex data — raise ``ValueError``/``TypeError``
-naming the file (and line). Nothing is written.
+naming the file (and line), and so do an empty (0-byte) file, text that is not UTF-8 (the line
+and byte) and a ``.pt`` that only a full unpickler could read. Nothing is written.
 
 Formats:
 
@@ -27,6 +28,8 @@ Formats:
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -62,17 +65,58 @@ class EmbeddingTable:
 
 def read_lines(path: str | os.PathLike, what: str = "file") -> list[str]:
     """The lines of a UTF-8 text file without their line ends (one text or label per line);
-    a final empty line is dropped. Raises ``FileNotFoundError``/``ValueError`` naming ``what``."""
+    a final empty line is dropped. Raises ``FileNotFoundError``/``ValueError`` naming ``what``
+    (and, for bytes that are not UTF-8, the line)."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{what} {p} does not exist")
-    lines = p.read_text(encoding="utf-8").split("\n")
+    try:
+        lines = p.read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError:
+        raise _not_utf8(p, f"{what} ") from None
     if lines and lines[-1] == "":
         lines.pop()
     lines = [ln.rstrip("\r") for ln in lines]
     if not lines:
         raise ValueError(f"{what} {p} is empty")
     return lines
+
+
+def _not_utf8(p: Path, what: str = "") -> ValueError:
+    """The error for a text file that is not UTF-8: its first such line and byte (found by
+    reading ``p`` again, line by line, only once decoding has failed)."""
+    with open(p, "rb") as f:
+        for ln, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return ValueError(f"{what}{p} line {ln}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column "
+                                  f"{e.start + 1}); save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+    return ValueError(f"{what}{p}: not UTF-8 text; save the file as UTF-8")
+
+
+def _torch_load(p: Path):
+    """``torch.load(p, weights_only=True)`` on the CPU; a file it refuses raises a one-line
+    ``ValueError`` naming ``p`` (torch's own warnings and multi-paragraph advice are not passed on)."""
+    import pickle
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4 in the checkpoint": our error says it
+            warnings.simplefilter("ignore")
+            return torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        text = str(e)
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text) or re.search(r"Unsupported operand (\d+)", text)
+        what = ("the Python object " + found.group(1) if found and "GLOBAL" in found.group(0)
+                else f"pickle opcode {found.group(1)}, not written by torch.save" if found else "Python objects")
+        raise ValueError(f"{p}: holds pickled data that torch.load(weights_only=True) does not load ({what}), as "
+                         "unpickling could run code; save the table as a tensor or a dict of tensors with "
+                         "torch.save, or as .npy/.safetensors") from None
+    except Exception as e:  # noqa: BLE001 - torch raises several types for a file it cannot parse
+        detail = " ".join(str(e).split())[:200]
+        raise ValueError(f"{p}: not a file written by torch.save ({type(e).__name__}: {detail})") from None
 
 
 def _choose_tensor(tensors: dict, key: str | None, path: Path):
@@ -166,20 +210,19 @@ def load_table(
     if not p.is_file():
         raise FileNotFoundError(f"embedding table {p} does not exist")
     suffix = p.suffix.lower()
+    if suffix not in FORMATS:
+        raise ValueError(f"{p}: unknown table format {suffix!r}; expected one of {', '.join(FORMATS)}")
+    if p.stat().st_size == 0:
+        raise ValueError(f"{p} is empty (0 bytes); expected a {suffix} table")
     names = labels = columns = frame = None
     row_label: Callable[[int], str] = lambda i: f"{p} row {i}"  # noqa: E731
     if suffix == ".npy":
         try:
             X = np.load(p, allow_pickle=False)
-        except ValueError as e:
-            raise ValueError(f"{p}: not a plain numeric .npy array ({e})") from None
+        except (ValueError, EOFError) as e:
+            raise ValueError(f"{p}: not a plain numeric .npy array ({' '.join(str(e).split())})") from None
     elif suffix in (".pt", ".pth"):
-        import torch
-
-        try:
-            obj = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - torch raises several types for a bad file
-            raise ValueError(f"{p}: cannot be read by torch.load(weights_only=True): {e}") from None
+        obj = _torch_load(p)
         if isinstance(obj, dict):
             key, obj = _choose_tensor(obj, key, p)
         X = _tensor_to_numpy(obj, p)
@@ -202,6 +245,8 @@ def load_table(
             raise ValueError(f"{p}: rows of inconsistent length ({e})") from None
         except pd.errors.EmptyDataError:
             raise ValueError(f"{p} is empty") from None
+        except UnicodeDecodeError:
+            raise _not_utf8(p) from None
         # line 1 is the header: data row i is on line i + 2
         X, names, labels, columns = _frame_table(df, p, text_column=text_column, label_column=label_column,
                                                  vector_column=vector_column, line_offset=2, line_word="line")
@@ -214,12 +259,13 @@ def load_table(
         X, names, labels, columns = _frame_table(df, p, text_column=text_column, label_column=label_column,
                                                  vector_column=vector_column, line_offset=0, line_word="row")
         frame = df
-    elif suffix in (".txt", ".vec"):
-        X, names, first = _read_word_vectors(p)
+    else:  # .txt / .vec
+        try:
+            X, names, first = _read_word_vectors(p)
+        except UnicodeDecodeError:
+            raise _not_utf8(p) from None
         key = "header" if first == 2 else None  # save_table writes the "N d" line back
         row_label = lambda i: f"{p} line {i + first}"  # noqa: E731
-    else:
-        raise ValueError(f"{p}: unknown table format {suffix!r}; expected one of {', '.join(FORMATS)}")
     X = np.asarray(X)
     if X.dtype.kind == "c":
         raise TypeError(f"{p}: complex data; embeddings must be real vectors")

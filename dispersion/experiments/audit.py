@@ -40,7 +40,6 @@ The spec builders that turn the workflow config into these specs live in
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 from .._config import Choice, Dict, Int, Number, Str, check_spec

@@ -108,7 +108,7 @@ def run(spec: dict, out_dir: str | Path, progress: bool = True) -> dict:
         return {"min_angle": metrics.min_angle(X).item(), "circular_variance": metrics.circular_variance(X).item()}
 
     if spec["method"] == "reference":
-        X, t, steps_done, history = X0, 0.0, 0, [{"step": 0, "loss": None, **callback(0, X0)}]
+        t, steps_done, history = 0.0, 0, [{"step": 0, "loss": None, **callback(0, X0)}]
         params = {}
     else:
         params = resolve_params(spec["method"], spec["params"], n, batch_size)
@@ -122,7 +122,7 @@ def run(spec: dict, out_dir: str | Path, progress: bool = True) -> dict:
             progress=progress, max_time_s=spec.get("max_time_s"),
             desc=f"{spec.get('cell', '')} {spec.get('variant', spec['method'])}",
         )
-        X, t, steps_done, history = res.X, res.update_time_s, res.steps, res.history
+        t, steps_done, history = res.update_time_s, res.steps, res.history
     for row in history:
         rec.log(**row)
     final = {

@@ -70,6 +70,7 @@ from .._sweep import (
     resolve_block_size,
     upper_blocks,
 )
+from .._transforms import loop_vmap
 from .kernels import (
     _check_kernel,
     check_representable,
@@ -234,7 +235,45 @@ def _energy_and_grad(
     return total, grad
 
 
-class BlockedKernelEnergy(torch.autograd.Function):
+class _BlockedKernelEnergyFunction(torch.autograd.Function):
+    """The ``torch.autograd.Function`` behind :class:`BlockedKernelEnergy`: outputs the value and,
+    as a second non-differentiable output, the gradient accumulated in the forward pass (an
+    empty tensor without ``with_grad``), which ``setup_context`` saves for backward — the form
+    ``torch.func`` needs. Its vmap rule runs the (data-dependent) block sweep once per member of
+    the batch (:func:`dispersion._transforms.loop_vmap`)."""
+
+    @staticmethod
+    def forward(X, kernel, distance, gamma, s, block, with_grad):  # noqa: D102
+        n = X.shape[0]
+        pairs = n * (n - 1) / 2
+        total, grad = _energy_and_grad(X, (kernel, distance, gamma, s), block, with_grad)
+        if grad is not None:
+            grad.div_(pairs)
+        return (total / pairs).to(X.dtype), (grad if grad is not None else X.new_empty(0))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # noqa: D102
+        _, grad = output
+        ctx.mark_non_differentiable(grad)
+        ctx.save_for_backward(grad)
+        ctx.with_grad = inputs[-1]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g, _g_grad):  # noqa: D102
+        if not ctx.needs_input_grad[0]:
+            return (None,) * 7
+        if not ctx.with_grad:  # pragma: no cover - guarded by blocked_mhe_energy
+            raise RuntimeError("BlockedKernelEnergy was called with with_grad=False; no gradient was kept")
+        (grad,) = ctx.saved_tensors
+        return (grad * g, None, None, None, None, None, None)
+
+    @staticmethod
+    def vmap(info, in_dims, *args):  # noqa: D102
+        return loop_vmap(_BlockedKernelEnergyFunction.forward, info, in_dims, *args)
+
+
+class BlockedKernelEnergy:
     """Custom autograd Function: R(X) = (1/P) Σ_{i<j} k(⟨x_i, x_j⟩) in row blocks.
 
     ``apply(X, kernel, distance, gamma, s, block, with_grad)``: ``X`` (N, d) float32/float64,
@@ -242,28 +281,15 @@ class BlockedKernelEnergy(torch.autograd.Function):
     accumulate the gradient during the forward pass (see the module docstring; call through
     :func:`blocked_mhe_energy`, which sets it). Returns a 0-dim tensor in X's dtype; the value is
     accumulated in float64. Memory O(N · block) during the call and O(N d) saved for backward.
+    The ``torch.autograd.Function`` itself is :attr:`function` (value and stored gradient as two
+    outputs, with ``setup_context`` and a vmap rule, so that ``torch.func.grad``/``vmap`` apply).
     """
 
-    @staticmethod
-    def forward(ctx, X, kernel, distance, gamma, s, block, with_grad):  # noqa: D102
-        n = X.shape[0]
-        pairs = n * (n - 1) / 2
-        total, grad = _energy_and_grad(X, (kernel, distance, gamma, s), block, with_grad)
-        if grad is not None:
-            grad.div_(pairs)
-        ctx.save_for_backward(grad if grad is not None else X.new_empty(0))
-        ctx.with_grad = grad is not None
-        return (total / pairs).to(X.dtype)
+    function = _BlockedKernelEnergyFunction
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g):  # noqa: D102
-        if not ctx.needs_input_grad[0]:
-            return (None,) * 7
-        if not ctx.with_grad:  # pragma: no cover - guarded by blocked_mhe_energy
-            raise RuntimeError("BlockedKernelEnergy was called with with_grad=False; no gradient was kept")
-        (grad,) = ctx.saved_tensors
-        return (grad * g, None, None, None, None, None, None)
+    def apply(X, kernel, distance, gamma, s, block, with_grad):  # noqa: D102 - documented on the class
+        return _BlockedKernelEnergyFunction.apply(X, kernel, distance, gamma, s, block, with_grad)[0]
 
 
 def blocked_mhe_energy(
@@ -326,9 +352,32 @@ def nearest_neighbors(X: torch.Tensor, block_size: int | str | None = None) -> t
     return (X * X[arg]).sum(dim=1), arg
 
 
+class _NearestIndex(torch.autograd.Function):
+    """j*(i) of :func:`nearest_neighbors` (N,) int64, no gradient: a Function only for its vmap
+    rule, which runs the (data-dependent) search once per member of the batch
+    (:func:`dispersion._transforms.loop_vmap`), so that ``torch.func.vmap`` applies."""
+
+    @staticmethod
+    def forward(X, block):  # noqa: D102
+        return nearest_neighbors_exact(X, block)[1]
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # noqa: D102
+        ctx.mark_non_differentiable(output)
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: D102
+        return None, None
+
+    @staticmethod
+    def vmap(info, in_dims, X, block):  # noqa: D102
+        return loop_vmap(_NearestIndex.forward, info, in_dims, X, block)
+
+
 def _nearest_cosine_blocked(X: torch.Tensor, block_size: int | str | None) -> torch.Tensor:
     """⟨x_i, x_{j*(i)}⟩ for the nearest neighbour j*(i), shape (N,), differentiable in X."""
-    _, arg = nearest_neighbors(X.detach(), block_size)
+    _check_shape(X)
+    arg = _NearestIndex.apply(X.detach(), resolve_block_size(block_size, X, _TEMPS_NEIGHBORS))
     return (X * X[arg]).sum(dim=1)
 
 

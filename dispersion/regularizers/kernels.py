@@ -139,7 +139,8 @@ def _log_kernel_and_slope(kernel: str, distance: str, gamma: float, s: float, c:
 
 def _kernel_problem(kernel, distance, gamma, s, dtype, n, c_near, c_far, with_grad) -> str | None:
     """What cannot be represented in ``dtype`` when the nearest pair has cosine ``c_near`` and the
-    farthest ``c_far`` (``"underflow"``, ``"value"``, ``"gradient"``), or None."""
+    farthest ``c_far`` (``"underflow"``, ``"value"``, ``"gradient"``, ``"gradient underflow"``),
+    or None."""
     fi = torch.finfo(dtype)
     log_tiny, log_max = math.log(fi.tiny), math.log(fi.max)
     eps = cosine_clamp_eps(dtype)
@@ -154,6 +155,8 @@ def _kernel_problem(kernel, distance, gamma, s, dtype, n, c_near, c_far, with_gr
         return "value"
     if with_grad and max(ls for _, ls in at) + math.log(n) >= log_max:
         return "gradient"
+    if with_grad and max(ls for _, ls in at) - math.log(n * (n - 1) / 2) < log_tiny:
+        return "gradient underflow"  # even the steepest pair's term |k'(c)| / P of the gradient
     return None
 
 
@@ -203,7 +206,16 @@ def check_representable(
     * **value** overflow (``riesz``): d^(−s) of the nearest pair (s > 0) or of the farthest
       (s < 0) exceeds ``torch.finfo(dtype).max``;
     * **gradient** overflow (when a gradient will be taken): the largest slope |dk/dc| times N
-      exceeds the dtype's largest number.
+      exceeds the dtype's largest number;
+    * **gradient underflow** (when a gradient will be taken): every pair's term of the gradient
+      of the mean over the P = N(N − 1)/2 pairs, |dk/dc| / P, is below ``finfo(dtype).tiny``
+      (float32 1.2e-38, float64 2.2e-308), so the gradient would be exactly 0 or subnormal (its
+      precision lost) — the case of a vanishing parameter: for the Gaussian kernel the slope is
+      2γ e^(−γ d²) ≈ 2γ once γ · 4 (γ times the largest squared chordal distance) is ≪ 1, so γ
+      must exceed about tiny · P / 2 (7.2e-36 for N = 50 in float32); likewise γ of the Laplace
+      kernel (slope γ e^(−γ d)/d) and |s| of the Riesz kernel (slope |s| d^(−s−2); s = 0 is the
+      logarithmic energy, which has no such limit). The value itself stays representable
+      (a kernel ≈ 1), so without a gradient nothing is raised.
 
     The message names the parameter and the usable range for these points in this dtype
     (found by bisection on the same test). The test costs nothing for parameters that cannot
@@ -217,8 +229,9 @@ def check_representable(
     if with_grad is None:
         with_grad = torch.is_grad_enabled() and X.requires_grad
     # data-free gate: the worst the clamps allow (nearest pair at the clamp, farthest antipodal)
-    if _kernel_problem(kernel, distance, gamma, s, dtype, n, 1.0, -1.0, with_grad) is None and \
-            _kernel_problem(kernel, distance, gamma, s, dtype, n, -1.0, -1.0, with_grad) is None:
+    # (and, for the gradient underflow, every pair at the clamp or antipodal: the slopes are smallest there)
+    if all(_kernel_problem(kernel, distance, gamma, s, dtype, n, near, far, with_grad) is None
+           for near, far in ((1.0, -1.0), (-1.0, -1.0), (1.0, 1.0))):
         return
     c_near, c_far = _extreme_cosines(X.detach(), G, block)
     problem = _kernel_problem(kernel, distance, gamma, s, dtype, n, c_near, c_far, with_grad)
@@ -230,18 +243,30 @@ def check_representable(
         g, e = (v, s) if name == "gamma" else (gamma, v)
         return _kernel_problem(kernel, distance, g, e, dtype, n, c_near, c_far, with_grad) is not None
 
-    # bisection on t (larger t = worse): t = log gamma, or |s| with s's sign kept
+    # bisection on t: t = log gamma, or |s| with s's sign kept
     sign = 1.0 if value > 0 else -1.0
 
     def param(t: float) -> float:
         return math.exp(t) if name == "gamma" else sign * t
 
-    lo, hi = (math.log(1e-300), math.log(value)) if name == "gamma" else (0.0, abs(value))
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (lo, mid) if fails(param(mid)) else (mid, hi)
-    bound = param(lo)
-    rel = "<" if (name == "gamma" or value > 0) else ">"
+    if problem == "gradient underflow":
+        # on log |parameter|, between it and one that works for these points (gamma = 1, s = ±1):
+        # the usable side is towards that one (a vanishing parameter, or a large gamma)
+        bad, good = math.log(abs(value)), 0.0
+        if fails(sign * math.exp(good)):
+            bad = good = None
+        for _ in range(60 if good is not None else 0):
+            mid = (bad + good) / 2
+            bad, good = (mid, good) if fails(sign * math.exp(mid)) else (bad, mid)
+        bound = None if good is None else sign * math.exp(good)
+        rel = ">" if abs(value) < 1 else "<"
+    else:  # larger t = worse
+        lo, hi = (math.log(1e-300), math.log(value)) if name == "gamma" else (0.0, abs(value))
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            lo, hi = (lo, mid) if fails(param(mid)) else (mid, hi)
+        bound = param(lo)
+        rel = "<" if (name == "gamma" or value > 0) else ">"
     dist = "chordal" if distance == "chordal" else "geodesic"
     d_near = math.sqrt(max(0.0, 2 - 2 * c_near)) if distance == "chordal" else math.acos(min(max(c_near, -1), 1))
     what = {
@@ -249,9 +274,18 @@ def check_representable(
                       f"{d_near:.3g}), so the energy and its gradient would be exactly 0"),
         "value": "the energy overflows (a pair's kernel value exceeds the largest number)",
         "gradient": "the gradient overflows (a pair's kernel slope times N exceeds the largest number)",
+        "gradient underflow": (f"the gradient underflows (every pair's term of it, |dk/dc| / P over the P = "
+                               f"{n * (n - 1) // 2} pairs, is below {torch.finfo(dtype).tiny:.3g}, the smallest normal "
+                               "number), so it would be 0 or lose its precision"),
     }[problem]
+    if bound is None:
+        usable = f"No {name} near 1 is usable for these points in {dtype} either"
+    elif problem == "gradient underflow" and name == "s":
+        usable = (f"Usable range for these points in {dtype}: |s| {rel} {abs(bound):.4g}"
+                  + (" (or s = 0, the logarithmic energy)" if rel == ">" else ""))
+    else:
+        usable = f"Usable range for these points in {dtype}: {name} {rel} {bound:.4g}"
     raise ValueError(
-        f"mhe kernel={kernel!r}, distance={distance!r}, {name}={value:g}: in {dtype} {what}. "
-        f"Usable range for these points in {dtype}: {name} {rel} {bound:.4g}"
+        f"mhe kernel={kernel!r}, distance={distance!r}, {name}={value:g}: in {dtype} {what}. {usable}"
         + ("" if dtype == torch.float64 else "; float64 allows a wider range")
     )

@@ -176,15 +176,26 @@ class MHE(_BlockSizeMixin, Regularizer):
     kernel : {"gaussian", "laplace", "riesz"}
     distance : {"chordal", "geodesic"}
     gamma : float > 0
-        Bandwidth of the gaussian and laplace kernels (paper default 1).
+        Bandwidth of the gaussian and laplace kernels (paper default 1). Usable where the
+        energy and its gradient are representable in the points' dtype, checked at each call
+        (:func:`check_representable`): not so large that every pair's value underflows, and
+        not so small that the gradient does (γ above about tiny · N² / 4, 7.2e-36 for N = 50
+        in float32) — a ``ValueError`` naming γ and the usable range, not a zero gradient.
     s : float
-        Riesz exponent (paper default 1; 0 is the logarithmic energy; negative allowed).
+        Riesz exponent (paper default 1; 0 is the logarithmic energy; negative allowed; the same
+        check bounds |s| from above and, for s ≠ 0, from below).
     block_size : None, "auto", "dense" or int >= 1
         Dense reference or blocked full-batch path (module docstring); the blocked path is
         :func:`dispersion.regularizers.blocked.blocked_mhe_energy`, once differentiable.
     normalize : bool
         Divide the value by its gradient scale c(N, d) (:meth:`Regularizer.gradient_scale`), so
         that one λ is comparable across methods; default False (the raw value).
+    distributed, process_group, grad_reduction
+        Compute on the rows of all ranks (:class:`~dispersion.regularizers.base.Regularizer`;
+        default False, None, "mean").
+        Distributed, the rows are all_gathered and every rank evaluates R on all N of them:
+        (W − 1) · n_max · d · itemsize bytes received per rank and call (n_max the largest
+        shard), nothing in backward.
 
     Scale: a mean over the N(N−1)/2 pairs, so row i's gradient (2/(N(N−1))) Σ_j k′(c_ij) x_j
     is a sum of N slopes weighted 2/N². At i.i.d. uniform points the cosines concentrate at 0
@@ -208,11 +219,15 @@ class MHE(_BlockSizeMixin, Regularizer):
         s: float = 1.0,
         block_size: int | str | None = None,
         normalize: bool = False,
+        distributed: bool = False,
+        process_group=None,
+        grad_reduction: str = "mean",
     ):
         super().__init__()
         self.kernel, self.distance, self.gamma, self.s = _check_kernel(kernel, distance, gamma, s)
         self.block_size = _check_block_size(block_size)
         self.normalize = check_normalize(normalize)
+        self._set_distributed(distributed, process_group, grad_reduction)
 
     def energy(self, X: torch.Tensor) -> torch.Tensor:
         if _dense(self.block_size, X.shape[0]):
@@ -231,10 +246,12 @@ class _NearestNeighborLoss(_BlockSizeMixin, Regularizer):
     _dense_fn = None
     _blocked_fn = None
 
-    def __init__(self, block_size: int | str | None = None, normalize: bool = False):
+    def __init__(self, block_size: int | str | None = None, normalize: bool = False,
+                 distributed: bool = False, process_group=None, grad_reduction: str = "mean"):
         super().__init__()
         self.block_size = _check_block_size(block_size)
         self.normalize = check_normalize(normalize)
+        self._set_distributed(distributed, process_group, grad_reduction)
 
     def energy(self, X: torch.Tensor) -> torch.Tensor:
         if _dense(self.block_size, X.shape[0]):
@@ -248,6 +265,12 @@ class MMA(_NearestNeighborLoss):
     ``block_size`` (None, "auto", "dense" or int ≥ 1) selects the dense reference or the
     blocked nearest-neighbour search (module docstring); same value and gradient.
     ``normalize`` (bool) divides the value by its gradient scale (:class:`MHE`).
+    ``distributed``/``process_group``/``grad_reduction``: all ranks' rows
+    (:class:`~dispersion.regularizers.base.Regularizer`); the rows are all_gathered and every
+    rank evaluates the loss on all N of them, each row's nearest neighbour searched among all
+    ranks' rows (as DINOv3's distributed KoLeo searches the gathered batch): (W − 1) · n_max ·
+    d · itemsize bytes received per rank and call (n_max the largest shard), nothing in
+    backward. Likewise for :class:`KoLeo` and :class:`MMCS`.
 
     Scale: a mean over rows of one angle (whose Riemannian gradient has norm 1), so a row's
     gradient is 1/N times the sum of the unit vectors from its own nearest-neighbour pair and
@@ -264,7 +287,9 @@ class KoLeo(_NearestNeighborLoss):
     """KoLeo entropy regularizer, see :func:`koleo_loss`.
 
     ``block_size`` (None, "auto", "dense" or int ≥ 1) as for :class:`MMA`; ``normalize`` (bool)
-    divides the value by its gradient scale (:class:`MHE`).
+    divides the value by its gradient scale (:class:`MHE`); ``distributed``/``process_group``/
+    ``grad_reduction`` as for :class:`MMA` (rows all_gathered: (W − 1) · n_max · d · itemsize
+    bytes received per rank and call, nothing in backward).
 
     Scale: a mean over rows of −log of the nearest-neighbour distance, whose slope is the
     inverse distance, so c ≈ (1/N) × E[1/d_NN] grows as the nearest neighbours get closer — with
@@ -281,7 +306,9 @@ class MMCS(_NearestNeighborLoss):
     """HPN's maximum cosine similarity loss, see :func:`mmcs_loss`.
 
     ``block_size`` (None, "auto", "dense" or int ≥ 1) as for :class:`MMA`; ``normalize`` (bool)
-    divides the value by its gradient scale (:class:`MHE`).
+    divides the value by its gradient scale (:class:`MHE`); ``distributed``/``process_group``/
+    ``grad_reduction`` as for :class:`MMA` (rows all_gathered: (W − 1) · n_max · d · itemsize
+    bytes received per rank and call, nothing in backward).
 
     Scale: a mean over rows of the nearest neighbour's cosine, whose Riemannian gradient has norm
     sin θ_NN, so c ≈ 1.6 E[sin θ_NN]/N: N·c = 1.57–1.61 at d = 128, 1.35–1.44 at d = 32 and

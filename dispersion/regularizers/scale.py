@@ -6,7 +6,7 @@ energies (``mhe``, ``uniformity``) average over the N(N−1)/2 pairs, the neares
 rows of each circle, and ``ssw`` is a distance (a square root). Added to a task loss as λ·R(X), the
 same λ therefore moves the rows by amounts that differ by orders of magnitude between methods (at
 N = 512, d = 64 the per-row gradient of ``sliced`` is about 10⁴ times that of the Gaussian ``mhe``;
-the README's table "One λ for every method").
+docs/guide/regularizers.md, "One λ for every method").
 
 What. The *gradient scale* of a regularizer R at (N, d) is
 
@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -111,7 +111,7 @@ def _rel_se(values: list[float]) -> float:
     return math.sqrt(var / k) / mean
 
 
-def riemannian_grad_norms(regularizer, X: torch.Tensor) -> torch.Tensor:
+def riemannian_grad_norms(regularizer: Callable[[torch.Tensor], torch.Tensor], X: torch.Tensor) -> torch.Tensor:
     """‖(I − x_i x_iᵀ) ∇_{x_i} R(X)‖ for every row i of ``X`` (N, d, unit rows): shape (N,).
 
     ``regularizer``: any callable mapping (N, d) points to a scalar (a :class:`Regularizer`,

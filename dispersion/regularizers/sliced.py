@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from .._checks import check_generator, check_positive_int
+from .._transforms import loop_vmap
 from ..sphere import great_circles
 from .base import Regularizer
 from .scale import check_normalize
@@ -65,9 +66,11 @@ def _sort_rows(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     angles arbitrarily — and equal float32 angles are common in a clumped start — so the members
     of every run of equal angles, and only they, are re-sorted by (run, index), an integer key.
     A tie's gradient depends on that order; the reference composition sorts stably too, so the
-    two agree bit for bit. Other devices use ``torch.sort(stable=True)``.
+    two agree bit for bit. Other devices, ``torch.compile`` and tensors wrapped by ``torch.func``
+    transforms use ``torch.sort(stable=True)``.
     """
-    if theta.device.type != "cpu" or theta.requires_grad:
+    if theta.device.type != "cpu" or theta.requires_grad or torch.compiler.is_compiling() \
+            or torch._C._functorch.is_functorch_wrapped_tensor(theta):  # numpy needs a plain tensor
         return torch.sort(theta, dim=1, stable=True)
     idx = torch.from_numpy(np.argsort(theta.numpy(), axis=1))
     values = theta.gather(1, idx)
@@ -97,10 +100,15 @@ class _SlicedFromProjections(torch.autograd.Function):
     term is zero up to rounding since Σ_k φ_k = 0), scattered back to the unsorted order, then
     through atan2 (∂θ/∂x = −y/ρ², ∂θ/∂y = x/ρ², 0 where ρ² ≤ 1e-24). Backward only scales the
     stored (2, L, N) gradient. Once differentiable.
+
+    Written for ``torch.func`` (a ``forward`` without ``ctx`` and a ``setup_context``): the
+    stored gradient is the second, non-differentiable output (empty without ``with_grad``), and
+    the vmap rule runs the forward once per member of the batch
+    (:func:`dispersion._transforms.loop_vmap`; the CPU sort goes through numpy).
     """
 
     @staticmethod
-    def forward(ctx, P, with_grad):  # noqa: D102
+    def forward(P, with_grad):  # noqa: D102
         _, L, n = P.shape
         x, y = P[0], P[1]
         rho2 = x * x + y * y
@@ -110,26 +118,34 @@ class _SlicedFromProjections(torch.autograd.Function):
         del theta
         r = sorted_theta.sub_(sorted_theta.mean(dim=1, keepdim=True)).sub_(_grid(n, P.dtype, P.device))
         value = 0.5 * r.square().sum(dim=1).mean()
-        gP = None
-        if with_grad:
-            r.sub_(r.mean(dim=1, keepdim=True)).div_(L)
-            g_theta = torch.empty_like(r).scatter_(1, idx, r)  # (L, N), unsorted order
-            del r, idx
-            inv = torch.where(ok, rho2.reciprocal_(), torch.zeros_like(rho2)).mul_(g_theta)
-            gP = torch.stack([(-y).mul_(inv), x * inv])
-        ctx.save_for_backward(gP if gP is not None else P.new_empty(0))
-        ctx.with_grad = gP is not None
-        return value
+        if not with_grad:
+            return value, P.new_empty(0)
+        r.sub_(r.mean(dim=1, keepdim=True)).div_(L)
+        g_theta = torch.empty_like(r).scatter_(1, idx, r)  # (L, N), unsorted order
+        del r, idx
+        inv = torch.where(ok, rho2.reciprocal_(), torch.zeros_like(rho2)).mul_(g_theta)
+        return value, torch.stack([(-y).mul_(inv), x * inv])
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # noqa: D102
+        _, gP = output
+        ctx.mark_non_differentiable(gP)
+        ctx.save_for_backward(gP)
+        ctx.with_grad = inputs[1]
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, g):  # noqa: D102
+    def backward(ctx, g, _g_gP):  # noqa: D102
         if not ctx.needs_input_grad[0]:
             return None, None
         if not ctx.with_grad:  # pragma: no cover - guarded by sliced_energy_from_projections
             raise RuntimeError("the sliced loss was computed with with_grad=False; no gradient was kept")
         (gP,) = ctx.saved_tensors
         return gP * g, None
+
+    @staticmethod
+    def vmap(info, in_dims, P, with_grad):  # noqa: D102
+        return loop_vmap(_SlicedFromProjections.forward, info, in_dims, P, with_grad)
 
 
 def sliced_energy_from_projections(P: torch.Tensor) -> torch.Tensor:
@@ -149,7 +165,7 @@ def sliced_energy_from_projections(P: torch.Tensor) -> torch.Tensor:
     if P.dim() != 3 or P.shape[0] != 2 or P.shape[1] < 1 or P.shape[2] < 1:
         raise ValueError(f"P must have shape (2, L, N), got shape {tuple(P.shape)}")
     with_grad = torch.is_grad_enabled() and P.requires_grad
-    return _SlicedFromProjections.apply(P, with_grad)
+    return _SlicedFromProjections.apply(P, with_grad)[0]
 
 
 class Sliced(Regularizer):
@@ -176,6 +192,14 @@ class Sliced(Regularizer):
     normalize : bool
         Divide the value by its gradient scale c(N, d) (:meth:`Regularizer.gradient_scale`), so
         that one λ is comparable across methods; default False (the raw value).
+    distributed, process_group, grad_reduction
+        Compute on the rows of all ranks (:class:`~dispersion.regularizers.base.Regularizer`;
+        default False, None, "mean").
+        Distributed, every rank draws the same circles (from rank 0's seed; ``generator`` is
+        used on rank 0 only) and projects its own rows; only the L × n_r angles are
+        all_gathered and sorted among all N on every rank (:func:`sliced_energy_from_angles`),
+        never the rows: (W − 1) · L · n_max · itemsize bytes received per rank and call (n_max
+        the largest shard), nothing in backward; O(L (n_r d + N log N)) time per rank.
 
     Scale: a **sum** over the N rows of each circle (½ Σ_i (θ_i − θ*_i)², averaged over the
     circles). At uniform points the residuals θ_i − θ*_i are those of sorted uniform angles
@@ -190,7 +214,8 @@ class Sliced(Regularizer):
     name = "sliced"
 
     def __init__(self, n_slices: int = 1, axis_aligned: bool = False, generator: torch.Generator | None = None,
-                 normalize: bool = False):
+                 normalize: bool = False, distributed: bool = False, process_group=None,
+                 grad_reduction: str = "mean"):
         super().__init__()
         self.n_slices = check_positive_int(n_slices, "n_slices")
         if not isinstance(axis_aligned, bool):
@@ -198,6 +223,7 @@ class Sliced(Regularizer):
         self.axis_aligned = axis_aligned
         self.generator = check_generator(generator)
         self.normalize = check_normalize(normalize)
+        self._set_distributed(distributed, process_group, grad_reduction)
 
     def _axes(self, d: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         a = torch.randint(0, d, (self.n_slices,), generator=self.generator, device=device)
@@ -229,6 +255,12 @@ class Sliced(Regularizer):
 
     def energy(self, X: torch.Tensor) -> torch.Tensor:
         return sliced_energy_from_projections(self.projections(X))
+
+    def _distributed_energy(self, X: torch.Tensor, shards) -> torch.Tensor:
+        # the same circles on every rank; only the (L, n_r) angles are gathered, ranked among all
+        # N on every rank, and each rank keeps the gradient of its own angles (no rows travel)
+        P = self.projections(X)
+        return sliced_energy_from_angles(shards.gather(_safe_atan2(P[1], P[0]), dim=1))
 
     def hparams(self) -> dict:
         return {"n_slices": self.n_slices, "axis_aligned": self.axis_aligned, **self._normalize_hparams()}

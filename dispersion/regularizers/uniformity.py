@@ -32,6 +32,7 @@ import torch
 
 from .._checks import check_positive
 from .._sweep import resolve_block_size, upper_blocks
+from .._transforms import loop_vmap
 from .base import Regularizer
 from .scale import check_normalize
 from .pairwise import _BlockSizeMixin, _check_block_size, _dense
@@ -84,34 +85,58 @@ def _lse_and_grad(X: torch.Tensor, t: float, block: int, with_grad: bool):
     return m, total, grad
 
 
-class BlockedUniformity(torch.autograd.Function):
-    """Custom autograd Function: L_unif(X; t) in row blocks (see the module docstring).
-
-    ``apply(X, t, block, with_grad)``: X (N ≥ 2, d) float32/float64 on any device, t > 0,
-    ``block`` rows per block, ``with_grad`` whether to accumulate the gradient (set by
-    :func:`blocked_uniformity_loss`). Returns a 0-dim tensor in X's dtype. Once differentiable.
-    """
+class _BlockedUniformityFunction(torch.autograd.Function):
+    """The ``torch.autograd.Function`` behind :class:`BlockedUniformity`: the value and, as a
+    second non-differentiable output saved by ``setup_context``, the gradient accumulated in the
+    forward pass (empty without ``with_grad``) — the form ``torch.func`` needs; its vmap rule
+    runs the block sweep once per member of the batch (:func:`dispersion._transforms.loop_vmap`)."""
 
     @staticmethod
-    def forward(ctx, X, t, block, with_grad):  # noqa: D102
+    def forward(X, t, block, with_grad):  # noqa: D102
         n = X.shape[0]
         m, total, grad = _lse_and_grad(X, t, block, with_grad)
         value = m + torch.log(total) - math.log(n * (n - 1) / 2)
         if grad is not None:
             grad.mul_((2 * t / total).to(X.dtype))
-        ctx.save_for_backward(grad if grad is not None else X.new_empty(0))
-        ctx.with_grad = grad is not None
-        return value.to(X.dtype)
+        return value.to(X.dtype), (grad if grad is not None else X.new_empty(0))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # noqa: D102
+        _, grad = output
+        ctx.mark_non_differentiable(grad)
+        ctx.save_for_backward(grad)
+        ctx.with_grad = inputs[-1]
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, g):  # noqa: D102
+    def backward(ctx, g, _g_grad):  # noqa: D102
         if not ctx.needs_input_grad[0]:
             return None, None, None, None
         if not ctx.with_grad:  # pragma: no cover - guarded by blocked_uniformity_loss
             raise RuntimeError("BlockedUniformity was called with with_grad=False; no gradient was kept")
         (grad,) = ctx.saved_tensors
         return grad * g, None, None, None
+
+    @staticmethod
+    def vmap(info, in_dims, *args):  # noqa: D102
+        return loop_vmap(_BlockedUniformityFunction.forward, info, in_dims, *args)
+
+
+class BlockedUniformity:
+    """Custom autograd Function: L_unif(X; t) in row blocks (see the module docstring).
+
+    ``apply(X, t, block, with_grad)``: X (N ≥ 2, d) float32/float64 on any device, t > 0,
+    ``block`` rows per block, ``with_grad`` whether to accumulate the gradient (set by
+    :func:`blocked_uniformity_loss`). Returns a 0-dim tensor in X's dtype. Once differentiable.
+    The ``torch.autograd.Function`` itself is :attr:`function` (value and stored gradient as two
+    outputs, with ``setup_context`` and a vmap rule, for ``torch.func``).
+    """
+
+    function = _BlockedUniformityFunction
+
+    @staticmethod
+    def apply(X, t, block, with_grad):  # noqa: D102 - documented on the class
+        return _BlockedUniformityFunction.apply(X, t, block, with_grad)[0]
 
 
 def blocked_uniformity_loss(X: torch.Tensor, t: float = 2.0, block_size: int | str | None = None) -> torch.Tensor:
@@ -145,6 +170,11 @@ class Uniformity(_BlockSizeMixin, Regularizer):
     normalize : bool
         Divide the value by its gradient scale c(N, d) (:meth:`Regularizer.gradient_scale`), so
         that one λ is comparable across methods; default False (the raw value).
+    distributed, process_group, grad_reduction
+        Compute on the rows of all ranks (:class:`~dispersion.regularizers.base.Regularizer`;
+        default False, None, "mean").
+        Distributed, the rows are all_gathered (as :class:`~dispersion.regularizers.pairwise.MHE`):
+        (W − 1) · n_max · d · itemsize bytes received per rank and call, nothing in backward.
 
     Scale: the logarithm of a mean over pairs, so the gradient is that of the Gaussian kernel
     energy (``mhe``, γ = t) divided by the mean kernel value; at uniform points c ≈ 4t N^(−3/2),
@@ -157,11 +187,13 @@ class Uniformity(_BlockSizeMixin, Regularizer):
     name = "uniformity"
     pairwise = True
 
-    def __init__(self, t: float = 2.0, block_size: int | str | None = None, normalize: bool = False):
+    def __init__(self, t: float = 2.0, block_size: int | str | None = None, normalize: bool = False,
+                 distributed: bool = False, process_group=None, grad_reduction: str = "mean"):
         super().__init__()
         self.t = check_positive(t, "t")
         self.block_size = _check_block_size(block_size)
         self.normalize = check_normalize(normalize)
+        self._set_distributed(distributed, process_group, grad_reduction)
 
     def energy(self, X: torch.Tensor) -> torch.Tensor:
         if _dense(self.block_size, X.shape[0]):

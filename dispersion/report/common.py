@@ -111,9 +111,10 @@ def mean_std(values: pd.Series, digits: int = 2) -> str:
 #: generated tables compile with pdflatex (whose utf8 input knows no Greek letters).
 _LATEX_CHARS = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "|": r"\textbar{}",
     "±": r"$\pm$", "°": r"$^\circ$", "−": "-", "–": "--", "—": "---", "·": r"$\cdot$", "×": r"$\times$",
     "²": r"$^2$", "³": r"$^3$", "≥": r"$\geq$", "≤": r"$\leq$", "≈": r"$\approx$", "→": r"$\to$",
+    "<": r"$<$", ">": r"$>$",  # pdflatex's OT1 text font prints these as ¡ and ¿
     "∞": r"$\infty$", "√": r"$\surd$", "…": r"\ldots{}", "’": "'", "‘": "`", "“": "``", "”": "''",
     "α": r"$\alpha$", "β": r"$\beta$", "γ": r"$\gamma$", "δ": r"$\delta$", "ε": r"$\varepsilon$",
     "θ": r"$\theta$", "κ": r"$\kappa$", "λ": r"$\lambda$", "μ": r"$\mu$", "π": r"$\pi$",
@@ -207,7 +208,7 @@ def figure_style() -> None:
 
 
 def save_figure(fig, stem: str | Path) -> list[str]:
-    """Save ``fig`` as ``<stem>.pdf`` (paper) and ``<stem>.png`` (README, 150 dpi), as one
+    """Save ``fig`` as ``<stem>.pdf`` (paper) and ``<stem>.png`` (Markdown pages, 150 dpi), as one
     :func:`~dispersion.runio.output_set` (both or neither). Returns the two paths and closes
     the figure."""
     import matplotlib.pyplot as plt

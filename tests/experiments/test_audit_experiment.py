@@ -3,14 +3,11 @@ audit run and one post-hoc run on a small real table, outputs written as a set, 
 the trade-off figure, and clear errors for a bad spec."""
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
-from dispersion._config import deep_merge
 from dispersion.experiments import audit as exp
 
 

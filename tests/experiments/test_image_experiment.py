@@ -2,7 +2,6 @@
 streamed ImageNet-200 folder path."""
 
 import json
-import math
 import os
 
 import numpy as np

@@ -1,12 +1,9 @@
 """The audit experiment in the workflow (dispersion.pipeline.audit): specs, paths and the
 config checks naming the key."""
 
-import json
 import os
 
-import numpy as np
 import pytest
-import yaml
 
 from conftest import ROOT, shipped
 from dispersion._config import deep_merge

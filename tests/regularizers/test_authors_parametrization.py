@@ -1,4 +1,4 @@
-"""Issue 16 part 3: the authors' kernels in our parameters (README, "The authors' parameters in ours").
+"""Issue 16 part 3: the authors' kernels in our parameters (docs/authors-parameters.md).
 
 The authors' code (ledoh-torch, ``ledoh_torch/pairwise_dispersion.py``) evaluates its kernels on
 cosines c = ⟨x, y⟩ and averages them over the pairs i < j. Their Gaussian "euclidean" kernel is

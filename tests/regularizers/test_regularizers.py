@@ -196,9 +196,15 @@ def test_dtype_and_device(cfg, dtype, device):
     assert v.dim() == 0 and v.dtype == dtype and v.device.type == device
 
 
-def test_half_precision_is_rejected():
+def test_half_precision_is_computed_in_float32():
+    # half-precision inputs are computed in float32, the value returned in the input dtype
+    # (tests/test_autocast.py checks every method); other dtypes are still rejected
+    X = random_sphere(5, 3)
+    v = dispersion.build("mma")(X.half())
+    assert v.dtype == torch.float16
+    assert v.item() == pytest.approx(dispersion.build("mma")(X).item(), rel=2e-3)
     with pytest.raises(TypeError, match="float32 or float64"):
-        dispersion.build("mma")(random_sphere(5, 3).half())
+        dispersion.build("mma")(X.to(torch.int64))
 
 
 def test_bad_input_and_names():

@@ -3,7 +3,6 @@
 import json
 import math
 
-import pytest
 
 
 def _fake_summary(path, method, label, dim, seed, acc, angle):

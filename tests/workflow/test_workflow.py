@@ -192,6 +192,9 @@ def test_paper_rule(workflow_run):
             assert not bad, f"{p.name} has non-ASCII characters {bad}"
     import shutil
 
+    # the prose's numbers, generated from this run's tables (a tiny config: missing methods give ---)
+    numbers = (workflow_run / "results" / "paper" / "numbers.tex").read_text()
+    assert "\\dsdef{tammes-steps}{" in numbers and "\\dsdef{verdict-riemannian}{" in numbers
     if shutil.which("latexmk"):
         assert status.startswith("BUILT") and (workflow_run / "results" / "paper" / "main.pdf").exists()
     else:

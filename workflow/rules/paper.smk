@@ -16,12 +16,15 @@ rule paper:
             config,
             "paper/main.tex",
             PAPER_FALLBACKS,
-            # the audit's tables are found by name; wait for the ones this config makes
-            (
-                [p for p in audit_paths.outputs() if p.endswith((".tex", ".pdf"))]
-                if paths.selected("audit")
-                else []
-            ),
+            # the audit's and the translation's tables are found by name; wait for the ones
+            # this config makes
+            [
+                p
+                for name, study in (("audit", audit_paths), ("nmt", nmt_paths))
+                if paths.selected(name)
+                for p in study.outputs()
+                if p.endswith((".tex", ".pdf"))
+            ],
         ),
     output:
         status=paths.res("paper", "STATUS.txt"),
