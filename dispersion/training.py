@@ -39,6 +39,7 @@ from torch import nn
 
 from . import metrics
 from ._loop import progress_bar, synchronize
+from .optim import make_optimizer
 from .prototypes import prototype_loss, prototype_predict
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "train_lm",
     "train_steps",
     "warmup_cosine",
+    "tied_table_optimizers",
     "Seq2SeqBatches",
     "seq2seq_loss",
     "evaluate_seq2seq",
@@ -488,6 +490,23 @@ def warmup_cosine(steps: int, warmup: int, floor: float) -> Callable[[int], floa
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
 
     return factor
+
+
+def tied_table_optimizers(model: nn.Module, embedding: str, train: dict, steps: int) -> tuple[list, list]:
+    """The optimisers and schedules of a model with a tied embedding table ``model.E`` (the LM
+    and the translation model): ``embedding == "sphere"`` puts the table's rows on the sphere with
+    Riemannian Adam, else plain Adam, at ``train["embedding_lr"]``; the other parameters
+    (``model.dense_parameters()``) take Adam at ``train["lr"]``; both follow
+    :func:`warmup_cosine` (``train["warmup"]`` steps, floor ``train["min_lr_ratio"]``).
+    Returns ``([table optimiser, dense optimiser], [their LambdaLR schedules])``."""
+    lr_e = float(train["embedding_lr"])
+    if embedding == "sphere":
+        opt_e = make_optimizer("riemannian_adam", [model.E], lr=lr_e)
+    else:
+        opt_e = torch.optim.Adam([model.E], lr=lr_e)
+    opt_d = torch.optim.Adam(model.dense_parameters(), lr=float(train["lr"]))
+    factor = warmup_cosine(steps, int(train["warmup"]), float(train["min_lr_ratio"]))
+    return [opt_e, opt_d], [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in (opt_e, opt_d)]
 
 
 def train_lm(

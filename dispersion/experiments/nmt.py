@@ -136,7 +136,6 @@ def run(spec: dict, out_dir: str | Path, *, progress: bool = True) -> dict:
     from tokenizers import Tokenizer
 
     from ..models.nmt import TransformerNMT
-    from ..optim import make_optimizer
     from ..regularizers import build
     from ..runio import RunRecorder, resolve_device, seed_everything
     from ..training import (
@@ -146,8 +145,8 @@ def run(spec: dict, out_dir: str | Path, *, progress: bool = True) -> dict:
         seq2seq_loss,
         train_steps,
         translate,
+        tied_table_optimizers,
         translation_scores,
-        warmup_cosine,
     )
 
     spec, mc, tr, dc = resolve(spec)
@@ -181,13 +180,7 @@ def run(spec: dict, out_dir: str | Path, *, progress: bool = True) -> dict:
     lam, lambda_per = float(tr["lambda"]), tr["lambda_per"]
     pairwise = reg is not None and getattr(reg, "pairwise", False)
     reg_rows = int(tr["reg_rows"]) if pairwise and tr.get("reg_rows") else None  # None: every row
-    if spec["embedding"] == "sphere":
-        opt_e = make_optimizer("riemannian_adam", [model.E], lr=float(tr["embedding_lr"]))
-    else:
-        opt_e = torch.optim.Adam([model.E], lr=float(tr["embedding_lr"]))
-    opt_d = torch.optim.Adam(model.dense_parameters(), lr=float(tr["lr"]))
-    lr_factor = warmup_cosine(steps, int(tr["warmup"]), float(tr["min_lr_ratio"]))
-    scheds = [torch.optim.lr_scheduler.LambdaLR(o, lr_factor) for o in (opt_e, opt_d)]
+    opts, scheds = tied_table_optimizers(model, spec["embedding"], tr, steps)
     amp = bool(tr["amp"]) and device.type == "cuda"
     rare, unseen = _groups(corpus["counts"], int(corpus["n_special"]), int(tr["rare_below"]))
     rare, unseen = rare.to(device), unseen.to(device)
@@ -242,7 +235,7 @@ def run(spec: dict, out_dir: str | Path, *, progress: bool = True) -> dict:
             print(f"  {row['step']} steps in {row['train_time_s']:.0f} s: about {rest / 60:.0f} min of training to go",
                   flush=True)
 
-    timing = train_steps(model, batch_loss, steps=steps, optimizers=[opt_e, opt_d], schedulers=scheds, regularizer=reg,
+    timing = train_steps(model, batch_loss, steps=steps, optimizers=opts, schedulers=scheds, regularizer=reg,
                          lam=lam, lambda_per=lambda_per, reg_rows=reg_rows, reg_generator=gen, device=device,
                          log_every=int(tr["log_every"]), log=log, evaluate=evaluate, eval_every=eval_every,
                          progress=progress, desc=f"nmt {spec['method']} s{seed}")

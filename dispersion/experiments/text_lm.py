@@ -76,10 +76,9 @@ def run(spec: dict, out_dir: str | Path, *, progress: bool = True, save_embeddin
     import torch
 
     from ..models.text import CausalTransformerLM
-    from ..optim import make_optimizer
     from ..regularizers import build
     from ..runio import RunRecorder, atomic_save, output_set, resolve_device, seed_everything
-    from ..training import embedding_geometry, evaluate_lm, regularizer_weight, train_lm, warmup_cosine
+    from ..training import embedding_geometry, evaluate_lm, regularizer_weight, tied_table_optimizers, train_lm
 
     require_keys(spec, _REQUIRED)
     seed, corpus_path = spec["seed"], spec["corpus"]
@@ -123,13 +122,7 @@ def run(spec: dict, out_dir: str | Path, *, progress: bool = True, save_embeddin
         weight = regularizer_weight(lam, B * T, lambda_per)  # checked once, before any training
     except ValueError as e:
         raise ValueError(f"train: {e}") from None
-    if spec["embedding"] == "sphere":
-        opt_e = make_optimizer("riemannian_adam", [model.E], lr=float(tr["embedding_lr"]))
-    else:
-        opt_e = torch.optim.Adam([model.E], lr=float(tr["embedding_lr"]))
-    opt_d = torch.optim.Adam(model.dense_parameters(), lr=float(tr["lr"]))
-    lr_factor = warmup_cosine(steps, int(tr["warmup"]), float(tr["min_lr_ratio"]))
-    scheds = [torch.optim.lr_scheduler.LambdaLR(o, lr_factor) for o in (opt_e, opt_d)]
+    opts, scheds = tied_table_optimizers(model, spec["embedding"], tr, steps)
     amp = bool(tr["amp"]) and device.type == "cuda"
     n_params = sum(p.numel() for p in model.parameters())
     rec = RunRecorder(out_dir, spec, seed, device)
@@ -151,7 +144,7 @@ def run(spec: dict, out_dir: str | Path, *, progress: bool = True, save_embeddin
 
     if int(tr.get("eval_every") or 0):  # the initial table too, where the min angle curves start
         rec.log(step=0, **evaluate(0))
-    timing = train_lm(model, train_ids, steps=steps, batch_size=B, seq_len=T, optimizers=[opt_e, opt_d],
+    timing = train_lm(model, train_ids, steps=steps, batch_size=B, seq_len=T, optimizers=opts,
                       schedulers=scheds, regularizer=reg, lam=lam, lambda_per=lambda_per, reg_rows=reg_rows,
                       generator=cpu_gen, reg_generator=gen, device=device, amp=amp, log_every=int(tr["log_every"]),
                       log=lambda row: rec.log(**row), evaluate=evaluate, eval_every=int(tr.get("eval_every") or 0),
