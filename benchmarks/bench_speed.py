@@ -119,7 +119,7 @@ def bench_optimizer(device: str, grid: list[tuple[int, int]]) -> list[dict]:
             opt = make(P)
 
             def step():
-                opt.step()
+                opt.step()  # noqa: F821 (bound above in the loop; pyflakes reads the del below as unbinding it)
 
             big = n * d >= 10**8
             r = timeit(step, device, min_time=0.5 if not big else 0.0, max_repeats=30 if not big else 3)

@@ -37,6 +37,16 @@ with A(a) = ½ I_{sin²a}((d − 1)/2, ½) the normalised area of a cap of angul
 ∫_0^π (1 − A(a))^{N−1} da. The minimum angle and the circular variance have no closed form and
 are compared to the draws only.
 
+A degenerate table — every row the same point on the sphere once normalised (to within
+:data:`NEAR_DUPLICATE_RAD`; e.g. a collapsed embedding) — is audited, not refused: that is a
+finding, and every statistic stays well defined: the angles are 0 (to that precision), the mean
+cosine 1, the circular variance 0, the uniformity 0, and the PCA spectrum empty (effective rank
+and participation ratio 0, the values of the zero matrix: no direction holds any variance, and
+rows within NEAR_DUPLICATE_RAD of their mean count as no spread); the mean-centred statistics
+are left out (what is left off the mean is rounding noise); the PCA and t-SNE views draw the
+rows at the origin. :attr:`AuditReport.degenerate` is then true, and the report says so. No
+report holds NaN.
+
 Angles are radians inside the report and degrees (keys ending in ``_deg``) in its
 :meth:`~AuditReport.to_dict`, Markdown and figures. Figures use matplotlib/seaborn; the 2-D views
 use scikit-learn's PCA and t-SNE (van der Maaten & Hinton, JMLR 2008).
@@ -58,6 +68,7 @@ import torch
 
 from . import metrics, sphere
 from ._loop import progress_bar
+from ._sweep import resolve_block_size
 from .regularizers.uniformity import blocked_uniformity_loss
 
 __all__ = [
@@ -79,9 +90,11 @@ NEAR_DUPLICATE_RAD = 1e-6
 PAIRWISE_EXACT_MAX_N = 20_000
 #: Quantiles of the nearest-neighbour angle in the report.
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
-#: Rough CPU throughput of the blocked searches (multiply–adds per second, one thread), used only
-#: for the time estimate printed at the start (measured: N = 50 000, d = 50 in 17 s).
-_CPU_MACS_PER_S = 3.5e9
+#: The time estimate that ``audit(progress=True)`` prints is measured: the passes are timed over
+#: the first rows of the table, doubling their number from :data:`_ESTIMATE_MIN_ROWS` until one
+#: round takes :data:`_ESTIMATE_MIN_SECONDS` (or a quarter of the table), and extrapolated.
+_ESTIMATE_MIN_ROWS = 512
+_ESTIMATE_MIN_SECONDS = 0.5
 
 #: The statistics of the main table: key, label, whether it is an angle (radians inside).
 STATS: tuple[tuple[str, str, bool], ...] = (
@@ -294,12 +307,22 @@ def _sampled_pairwise(P: torch.Tensor, m: int, t: float, gen: torch.Generator) -
     )
 
 
+def _no_spread(P: torch.Tensor) -> bool:
+    """Whether the unit rows of P are one point: their RMS distance from the mean row is at most
+    :data:`NEAR_DUPLICATE_RAD` (a PCA of them would describe rounding noise, or divide 0 by 0)."""
+    Q = P.double()
+    return float((Q - Q.mean(dim=0)).square().sum()) <= P.shape[0] * NEAR_DUPLICATE_RAD ** 2
+
+
 def _pca(P: torch.Tensor) -> dict:
     """PCA spectrum of the rows of P (scikit-learn, centred): ratios, effective rank, participation ratio."""
     from sklearn.decomposition import PCA
 
     n, d = P.shape
     k = min(n, d)
+    if _no_spread(P):  # a degenerate table: the spectrum of the zero matrix (module docstring)
+        return {"effective_rank": 0.0, "participation_ratio": 0.0, "components_90": 0, "components_99": 0,
+                "explained_variance_ratio": [0.0] * k}
     solver = "covariance_eigh" if n > 10 * d else "full"
     pca = PCA(n_components=k, svd_solver=solver).fit(P.double().numpy())
     lam = np.clip(pca.explained_variance_, 0, None)
@@ -327,11 +350,11 @@ def _statistics(P: torch.Tensor, *, t: float, exact_pairs: bool, pair_samples: i
     n = P.shape[0]
     s = {"min_angle": float(nn64.min()), "mean_nn_angle": float(nn64.mean())}
     s.update({f"nn_q{round(q * 100):02d}": float(v) for q, v in zip(QUANTILES, qv)})
-    s["circular_variance"] = float(metrics.circular_variance(P))
+    s["circular_variance"] = max(0.0, float(metrics.circular_variance(P)))  # ∈ [0, 1]; rounding gives -5e-9
     se: dict = {}
     # mean cosine over the pairs i ≠ j, exact at any N: (‖Σ x_i‖² − N) / (N(N − 1))
     tot = P.double().sum(dim=0)
-    mean_cosine = float((tot @ tot - n) / (n * (n - 1)))
+    mean_cosine = min(1.0, max(-1.0, float((tot @ tot - n) / (n * (n - 1)))))
     if exact_pairs:
         s["mean_angle"] = float(metrics.mean_angle(P))
         s["median_angle"] = float(metrics.median_angle(P))
@@ -373,8 +396,8 @@ def _duplicates(P: torch.Tensor, nn: torch.Tensor) -> dict:
             break
         drop = close & (idx[:, 0] < torch.arange(keep.numel()))
         keep = keep[~drop]
-    else:
-        out["min_angle_without_duplicates"] = float("nan")
+    else:  # one row is left: no pair, no angle (the table is degenerate)
+        out["min_angle_without_duplicates"] = None
     out["kept_rows"] = int(keep.numel())
     return out
 
@@ -471,6 +494,12 @@ class AuditReport:
     label_codes: np.ndarray | None = field(repr=False, default=None)
     texts: list | None = field(repr=False, default=None)
 
+    @property
+    def degenerate(self) -> bool:
+        """True when every row is the same point on the sphere (to within
+        :data:`NEAR_DUPLICATE_RAD`): the duplicates reduce to one row (module docstring)."""
+        return self.duplicates.get("kept_rows") == 1
+
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict:
         """JSON-ready dict: statistics with angles in degrees (``*_deg`` keys), no arrays."""
@@ -493,7 +522,7 @@ class AuditReport:
             labels = {(f"{k}_deg" if k in ("mean_within_angle", "mean_between_angle") else k): v for k, v in labels.items()}
         return {
             "source": self.source, "n": self.n, "d": self.d, "dtype": self.dtype, "norms": self.norms,
-            "stats": conv(self.stats), "centred": conv(self.centred), "reference": ref,
+            "degenerate": self.degenerate, "stats": conv(self.stats), "centred": conv(self.centred), "reference": ref,
             "closed_form": conv(self.closed_form), "standard_errors": conv(self.standard_errors),
             "duplicates": dup, "pca": self.pca, "labels": labels, "settings": self.settings, "timings": self.timings,
         }
@@ -534,6 +563,12 @@ class AuditReport:
                  + ("exact over all N(N − 1)/2 pairs." if s["exact_pairs"] else
                     f"estimated from {s['pair_samples']} random pairs (± standard error), N > {PAIRWISE_EXACT_MAX_N}."),
                  ""]
+        if self.degenerate:
+            lines += [f"**The table is degenerate:** all {self.n} rows are the same point on the sphere once normalised "
+                      f"(to within {NEAR_DUPLICATE_RAD:g} rad), as in a collapsed embedding: its angles are 0 to that "
+                      "precision, its mean cosine 1 and circular variance 0, its PCA spectrum empty (effective rank "
+                      "0); the mean-centred statistics are left out (what is left off the mean is rounding noise).",
+                      ""]
         lines.append(pd.DataFrame(self.table_rows()).to_markdown(index=False, disable_numparse=True))
         dup = self.duplicates
         lines += ["", "## Duplicates", "",
@@ -542,14 +577,19 @@ class AuditReport:
                   f"* rows within {NEAR_DUPLICATE_RAD:g} rad of another row (near duplicates, exact ones included): "
                   f"{dup['near_duplicate_rows']}",
                   f"* min angle with each duplicate group reduced to one row ({dup['kept_rows']} rows): "
-                  f"{_fmt(_deg('min_angle', dup['min_angle_without_duplicates']))}°"]
+                  + (f"{_fmt(_deg('min_angle', dup['min_angle_without_duplicates']))}°"
+                     if dup["min_angle_without_duplicates"] is not None else "— (one row is left: no pair)")]
         p = self.pca
         top = ", ".join(f"{v:.3f}" for v in p["explained_variance_ratio"][:10])
-        lines += ["", "## PCA spectrum", "",
-                  f"effective rank {p['effective_rank']:.2f} of {min(self.n, self.d)} (uniform: "
-                  f"{_fmt(self.reference['effective_rank']['mean'])}), participation ratio {p['participation_ratio']:.2f}; "
-                  f"{p['components_90']} components hold 90 % of the variance, {p['components_99']} hold 99 %. "
-                  f"Leading explained-variance ratios: {top}."]
+        lines += ["", "## PCA spectrum", ""]
+        if p["components_90"] == 0:
+            lines += [f"no variance: every row is the same point (effective rank 0 of {min(self.n, self.d)}, "
+                      f"participation ratio 0; uniform: effective rank {_fmt(self.reference['effective_rank']['mean'])})."]
+        else:
+            lines += [f"effective rank {p['effective_rank']:.2f} of {min(self.n, self.d)} (uniform: "
+                      f"{_fmt(self.reference['effective_rank']['mean'])}), participation ratio {p['participation_ratio']:.2f}; "
+                      f"{p['components_90']} components hold 90 % of the variance, {p['components_99']} hold 99 %. "
+                      f"Leading explained-variance ratios: {top}."]
         if self.labels is not None:
             lab = self.labels
             lines += ["", "## Labels", "",
@@ -557,7 +597,9 @@ class AuditReport:
                       "",
                       f"* mean within-class angle {_fmt(math.degrees(lab['mean_within_angle']))}°, between-class "
                       f"{_fmt(math.degrees(lab['mean_between_angle']))}° ({lab['pairs']}); mean cosine within "
-                      f"{lab['mean_within_cosine']:.4f}, between {lab['mean_between_cosine']:.4f}",
+                      f"{_fmt(lab['mean_within_cosine'])}, between {_fmt(lab['mean_between_cosine'])}"
+                      + ("" if all(math.isfinite(lab[k]) for k in ("mean_within_cosine", "mean_between_cosine"))
+                         else " (—: no such pair, every class having one row or there being one class)"),
                       f"* leave-one-out {lab['k']}-NN label accuracy {lab['knn_accuracy']:.4f} "
                       f"(majority class {lab['majority_rate']:.4f})"]
         if neighbours:
@@ -674,27 +716,38 @@ class AuditReport:
 
     def plot_pca(self, stem: str | Path, max_points: int = 20_000, seed: int = 0) -> list[str]:
         """2-D PCA view (scikit-learn) of the normalised rows, coloured by label when given;
-        a random subset of ``max_points`` rows is drawn for large tables (PCA fitted on all)."""
+        a random subset of ``max_points`` rows is drawn for large tables (PCA fitted on all).
+        Rows that are all one point are drawn at the origin (there is no direction to project on)."""
         from sklearn.decomposition import PCA
 
         X = self.points.double().numpy()
-        pca = PCA(n_components=2, svd_solver="covariance_eigh" if self.n > 10 * self.d else "full").fit(X)
         rows = self._subsample(max_points, seed)
-        Y = pca.transform(X[rows])
-        r = pca.explained_variance_ratio_
-        return self._scatter(Y, rows, f"PCA of {self.source} ({len(rows)} of {self.n} rows)", stem,
-                             f"PC 1 ({r[0]:.1%})", f"PC 2 ({r[1]:.1%})")
+        title = f"PCA of {self.source} ({len(rows)} of {self.n} rows)"
+        if _no_spread(self.points):
+            Y, r, title = np.zeros((len(rows), 2)), (0.0, 0.0), title + ": all rows are one point"
+        else:
+            pca = PCA(n_components=2, svd_solver="covariance_eigh" if self.n > 10 * self.d else "full").fit(X)
+            Y = pca.transform(X[rows])
+            r = pca.explained_variance_ratio_
+        return self._scatter(Y, rows, title, stem, f"PC 1 ({r[0]:.1%})", f"PC 2 ({r[1]:.1%})")
 
     def plot_tsne(self, stem: str | Path, max_points: int = 2_000, seed: int = 0) -> list[str]:
         """2-D t-SNE view (scikit-learn, cosine metric, PCA initialisation) of at most
-        ``max_points`` random rows, coloured by label when given."""
+        ``max_points`` random rows, coloured by label when given. Rows that are all one point are
+        drawn at the origin: there is no layout to find (and scikit-learn's PCA initialisation
+        divides by their spread, 0 — it crashed the process)."""
         from sklearn.manifold import TSNE
 
         rows = self._subsample(max_points, seed)
-        X = self.points[rows].double().numpy()
-        perplexity = float(min(30.0, max(2.0, (len(rows) - 1) / 3)))
-        Y = TSNE(n_components=2, metric="cosine", init="pca", perplexity=perplexity, random_state=seed).fit_transform(X)
-        return self._scatter(Y, rows, f"t-SNE of {self.source} ({len(rows)} of {self.n} rows)", stem, "t-SNE 1", "t-SNE 2")
+        title = f"t-SNE of {self.source} ({len(rows)} of {self.n} rows)"
+        if _no_spread(self.points[rows]):
+            Y, title = np.zeros((len(rows), 2)), title + ": all rows are one point"
+        else:
+            X = self.points[rows].double().numpy()
+            perplexity = float(min(30.0, max(2.0, (len(rows) - 1) / 3)))
+            Y = TSNE(n_components=2, metric="cosine", init="pca", perplexity=perplexity,
+                     random_state=seed).fit_transform(X)
+        return self._scatter(Y, rows, title, stem, "t-SNE 1", "t-SNE 2")
 
     def heatmap_rows(self, n_seeds: int = 4, per_seed: int = 2, seed: int = 0) -> list[int]:
         """A default handful of rows for :meth:`plot_similarity_heatmap`: ``n_seeds`` random rows
@@ -740,7 +793,7 @@ class AuditReport:
         return save_figure(fig, stem)
 
     # ------------------------------------------------------------------ writing
-    def save(self, out_dir: str | Path, *, queries: Sequence[int] | None = None, query_vectors=None,
+    def save(self, out_dir: str | Path, *, queries: Sequence[int] | None = None, query_vectors: Any = None,
              query_texts: Sequence[str] | None = None, k: int = 5, heatmap: Sequence[int] | None = None,
              tsne_points: int = 2_000, figures: bool = True) -> list[str]:
         """Write ``audit.md``, ``audit.json`` and the figures (``nn_angles``, ``pca``, ``tsne``,
@@ -748,15 +801,14 @@ class AuditReport:
         temporary folder first and moved in only when all of it succeeded, ``audit.json`` last.
         Nearest-neighbour listings (of ``queries`` rows and/or ``query_vectors`` named by
         ``query_texts``) go into the Markdown and ``neighbours.json``. Returns the paths."""
-        from .runio import atomic_write_json, atomic_write_text
+        from .runio import atomic_write_json, atomic_write_text, check_writable_dir
 
         nbs: list[dict] = []
         if queries:
             nbs += self.neighbours(list(queries), k)
         if query_vectors is not None:
             nbs += self.neighbours(query_vectors, k, query_texts=query_texts)
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        out = check_writable_dir(out_dir, "output folder")  # a file in the way: NotADirectoryError naming it
         tmp = Path(tempfile.mkdtemp(prefix=".audit-", dir=out))
         try:
             names: list[str] = []
@@ -811,6 +863,80 @@ def _fmt(v) -> str:
     return f"{v:.4f}" if a < 1 else f"{v:.2f}"
 
 
+def _sweep_seconds(Q: torch.Tensor, codes, *, k: int, t: float, exact_pairs: bool,
+                   blocks: tuple[int, int]) -> tuple[float, float]:
+    """Seconds of the O(N²) sweeps over the rows ``Q`` of one statistics pass (the nearest-neighbour
+    sweep, and with ``exact_pairs`` the mean/median angle and uniformity sweeps) and of the label
+    pass (the k-NN search, and an angle sweep for the within/between-class means); ``blocks``:
+    the rows per block that the whole table's angle and uniformity sweeps use."""
+    m = Q.shape[0]
+    t0 = time.perf_counter()
+    metrics.nearest_neighbor_angles(Q)
+    if exact_pairs:
+        metrics.mean_angle(Q, blocks[0])
+        metrics.median_angle(Q, blocks[0])
+        blocked_uniformity_loss(Q, t, blocks[1])
+    t1 = time.perf_counter()
+    if codes is not None:
+        metrics.knn(Q, min(k, m - 1))
+        if exact_pairs:
+            metrics.mean_angle(Q, blocks[0])
+    return t1 - t0, time.perf_counter() - t1
+
+
+def _estimate_seconds(P: torch.Tensor, codes, classes, *, stat_passes: int, k: int, t: float, exact_pairs: bool,
+                      pair_samples: int) -> tuple[float, int, int]:
+    """(seconds, m1, m2): a measured estimate of the audit's passes over the N rows of ``P``.
+
+    Each pass is split into its O(N²) sweeps (:func:`_sweep_seconds`), timed over the first m
+    rows for m = m1 and m2 = 2·m1, doubling from :data:`_ESTIMATE_MIN_ROWS` until they take
+    :data:`_ESTIMATE_MIN_SECONDS` at m2 or m2 reaches N/4 (a table of fewer than 4·that many rows
+    is timed whole, m2 = N), in the whole table's blocks, and extrapolated to N as t(m2)·(N/m2)²;
+    the rest of a pass (the
+    sampled pairs, quantiles) is timed once over :data:`_ESTIMATE_MIN_ROWS` rows, and the PCA,
+    O(N d²), over m2 rows and scaled by N/m2. ``stat_passes`` statistics passes plus the label
+    pass (with labels)."""
+    n = P.shape[0]
+    gen = torch.Generator().manual_seed(0)
+    kw = dict(t=t, exact_pairs=exact_pairs, pair_samples=pair_samples, gen=gen)
+    # the sub-tables are swept in the whole table's blocks, so that a block's square (a triangle
+    # gather) is as large a share of the work as it will be
+    sw = dict(k=k, t=t, exact_pairs=exact_pairs,
+              blocks=(metrics._budget_rows(P), resolve_block_size(None, P)))
+    m0 = min(n, _ESTIMATE_MIN_ROWS)
+    _statistics(P[:min(n, 64)], **kw)  # warm-up: imports and first calls
+    _sweep_seconds(P[:min(n, 64)], codes, **sw)
+    t0 = time.perf_counter()
+    _statistics(P[:m0], **kw)
+    t1 = time.perf_counter()
+    if codes is not None:
+        _label_statistics(P[:m0], codes[:m0], classes, k=min(k, m0 - 1), exact_pairs=exact_pairs,
+                          pair_samples=pair_samples, gen=gen)
+    t2 = time.perf_counter()
+    q0 = _sweep_seconds(P[:m0], codes, **sw)
+    rest = (max(0.0, t1 - t0 - q0[0]), max(0.0, t2 - t1 - q0[1]))
+    if n < 4 * _ESTIMATE_MIN_ROWS:
+        m1 = m2 = n
+        q1 = q2 = _sweep_seconds(P, codes, **sw)
+    else:
+        m2, q1, q2 = m0, q0, q0
+        while 2 * m2 <= n // 4 and (m2 == m0 or sum(q2) < _ESTIMATE_MIN_SECONDS):
+            m2 *= 2
+            q1, q2 = q2, _sweep_seconds(P[:m2], codes, **sw)
+        m1 = m2 // 2
+    t3 = time.perf_counter()
+    _pca(P[:m2])
+    pca = (time.perf_counter() - t3) * n / m2
+
+    def extrapolate(a1: float, a2: float) -> float:
+        # the sweeps are O(N²) in the whole table's blocks; what does not grow with N is in `rest`
+        return a2 * (n / m2) ** 2
+
+    per_pass = rest[0] + pca + extrapolate(q1[0], q2[0])
+    label = rest[1] + extrapolate(q1[1], q2[1]) if codes is not None else 0.0
+    return stat_passes * per_pass + label, m1, m2
+
+
 # ----------------------------------------------------------------------------------------
 # the entry point
 # ----------------------------------------------------------------------------------------
@@ -862,7 +988,9 @@ def audit(
     row_label : callable, optional
         Names row i in error messages (the loaders pass the file and line).
     progress : bool
-        Print the plan with a rough time estimate and show a progress bar over the passes.
+        Print the plan and a measured time estimate (the passes timed over the first rows of the
+        table and extrapolated, :func:`_estimate_seconds`; ``timings["estimate_s"]`` keeps it
+        beside the measured ``timings["total_s"]``), then show a progress bar over the passes.
 
     Returns an :class:`AuditReport`. Raises ``TypeError``/``ValueError`` naming ``X``,
     ``labels``, ``texts`` or the parameter at fault (see :func:`as_points`).
@@ -894,16 +1022,20 @@ def audit(
              [(f"uniform draw {r + 1}/{reference_draws}", r) for r in range(reference_draws)] + \
              ([("labels", None)] if labels is not None else [])
     bar = None
-    if progress:
-        macs = n * n * d / 2
-        per_pass = macs / _CPU_MACS_PER_S * (1 if P.dtype == torch.float32 else 2)
-        extra = 4 if exact_pairs else 0
-        print(f"audit of {source}: N = {n}, d = {d}; {len(passes)} nearest-neighbour passes"
-              f"{' + exact pairwise passes' if exact_pairs else ''}, roughly "
-              f"{per_pass * len(passes) * (1 + extra * 0.5):.0f} s on one CPU thread", flush=True)
-        bar = progress_bar(len(passes), desc="audit", unit="pass")
-
     timings: dict[str, float] = {}
+    if progress:
+        print(f"audit of {source}: N = {n}, d = {d}; {len(passes)} passes ({', '.join(p for p, _ in passes)}), "
+              f"each an exact nearest-neighbour sweep{' + exact pairwise sweeps' if exact_pairs else ''}", flush=True)
+        c0 = time.perf_counter()
+        est, m1, m2 = _estimate_seconds(P, codes, classes, stat_passes=len(passes) - (labels is not None), k=k,
+                                        t=t, exact_pairs=exact_pairs, pair_samples=pair_samples)
+        timings["estimate_s"] = est
+        timings["estimate_calibration_s"] = time.perf_counter() - c0
+        how = ("the same passes timed over the whole table" if m2 >= n else
+               f"extrapolated from the same passes timed over the first {m1} and {m2} rows")
+        print(f"audit of {source}: roughly {est:.0f} s with {torch.get_num_threads()} thread(s) ({how}, "
+              f"{timings['estimate_calibration_s']:.1f} s)", flush=True)
+        bar = progress_bar(len(passes), desc="audit", unit="pass")
 
     def step(name: str):
         if bar is not None:
@@ -921,7 +1053,7 @@ def audit(
     done("table", s0)
 
     cstats = cnn = None
-    if centred:
+    if centred and dup["kept_rows"] > 1:  # a degenerate table has nothing but rounding noise off its mean
         s0 = time.perf_counter()
         step("mean-centred")
         C = P.double() - P.double().mean(dim=0)

@@ -335,3 +335,122 @@ def test_command_line_encodes_real_texts_with_minilm(tmp_path):
     nb = json.loads((out / "neighbours.json").read_text())
     assert nb[0]["query"] == texts[3] and nb[0]["neighbours"][0]["row"] == 3  # the text finds itself
     assert texts[0][:20] in (out / "audit.md").read_text() or (out / "similarity.png").exists()
+
+
+# ------------------------------------------------------------------ files that cannot be read (part 5)
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".pt", ".safetensors", ".csv", ".parquet", ".txt"])
+def test_an_empty_file_of_any_format_names_the_file(tmp_path, suffix):
+    # before (.npy): EOFError "No data left in file", naming no file
+    (tmp_path / f"t{suffix}").write_bytes(b"")
+    with pytest.raises(ValueError, match=rf"t\{suffix} is empty \(0 bytes\); expected a \{suffix} table"):
+        load_table(tmp_path / f"t{suffix}")
+
+
+def test_non_utf8_text_names_the_file_and_line(tmp_path):
+    # before: UnicodeDecodeError "'utf-8' codec can't decode byte 0xe9 in position 14", no file
+    (tmp_path / "g.txt").write_bytes(b"the 0.1 0.2 0.3\n\xe9t\xe9 0.4 0.5 0.6\n")
+    with pytest.raises(ValueError, match=r"g.txt line 2: not UTF-8 text \(byte 0xe9 at column 1\)"):
+        load_table(tmp_path / "g.txt")
+    (tmp_path / "g.csv").write_bytes(b"word,a,b\nthe,0.1,0.2\n\xe9t\xe9,0.4,0.5\n")
+    with pytest.raises(ValueError, match=r"g.csv line 3: not UTF-8 text"):
+        load_table(tmp_path / "g.csv")
+    from dispersion.data.tables import read_lines
+
+    (tmp_path / "labels.txt").write_bytes(b"a\nb\n\xff\n")
+    with pytest.raises(ValueError, match=r"--labels file .*labels.txt line 3: not UTF-8 text"):
+        read_lines(tmp_path / "labels.txt", "--labels file")
+
+
+class _Opaque:  # a class torch.load(weights_only=True) does not know
+    pass
+
+
+def test_a_pickled_pt_file_is_refused_in_one_short_message_without_warnings(tmp_path, table):
+    # before: torch's UserWarning and torch's multi-paragraph message quoted whole
+    import pickle
+    import warnings
+
+    with open(tmp_path / "plain.pt", "wb") as f:
+        pickle.dump({"emb": table.numpy()}, f, protocol=4)
+    torch.save({"emb": table, "cfg": _Opaque()}, tmp_path / "obj.pt")
+    for name, needs in [("plain.pt", "pickle opcode"), ("obj.pt", "the Python object test_audit._Opaque")]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with pytest.raises(ValueError) as e:
+                load_table(tmp_path / name)
+        msg = str(e.value)
+        assert not caught, [str(w.message) for w in caught]
+        assert msg.startswith(f"{tmp_path / name}: ") and "weights_only=True" in msg and needs in msg
+        assert "\n" not in msg and "\x1b" not in msg and len(msg) < 400
+
+
+# ------------------------------------------------------------------ a degenerate table (part 5)
+
+
+def _identical_rows(n=20):
+    return np.tile(np.array([[1.0, 2.0, 3.0]], dtype=np.float32), (n, 1))
+
+
+def test_identical_rows_report_well_defined_values_and_say_the_table_is_degenerate():
+    # before: nan in audit.md (participation ratio, explained-variance ratios), a circular
+    # variance of -5e-09, and "nan" in the strict JSON as null
+    import re
+
+    r = audit(_identical_rows(), reference_draws=1)
+    assert r.degenerate
+    s = r.stats
+    for key in ("min_angle", "mean_nn_angle", "nn_q50", "mean_angle", "median_angle", "circular_variance",
+                "uniformity", "effective_rank", "participation_ratio"):
+        assert s[key] == 0.0, key
+    assert s["mean_cosine"] == pytest.approx(1.0)
+    assert r.pca["components_90"] == 0 and r.pca["explained_variance_ratio"] == [0.0, 0.0, 0.0]
+    assert r.centred is None  # every row is at the mean
+    d = r.to_dict()
+    json.dumps(d, allow_nan=False)
+    assert d["degenerate"] is True and None not in d["stats"].values()
+    md = r.to_markdown()
+    assert not re.search(r"\bnan\b", md, re.I)
+    assert "degenerate" in md and "all 20 rows are the same point" in md
+    # two distinct points are not degenerate, and are reported without nan either
+    X = np.concatenate([_identical_rows(10), -_identical_rows(10)])
+    r2 = audit(X, reference_draws=1, labels=[0] * 20)  # one class: no between-class pair
+    assert not r2.degenerate and r2.stats["min_angle"] == 0.0
+    assert not re.search(r"\bnan\b", r2.to_markdown(), re.I)
+
+
+def test_command_line_audit_of_identical_rows_writes_every_figure(tmp_path):
+    # before: the t-SNE view of one repeated point crashed the process (segmentation fault)
+    import re
+    import subprocess
+    import sys
+
+    np.save(tmp_path / "same.npy", _identical_rows())
+    out = tmp_path / "report"
+    proc = subprocess.run([sys.executable, "-m", "dispersion", "audit", str(tmp_path / "same.npy"), "--out", str(out),
+                           "--reference-draws", "1", "--tsne-points", "20", "--no-progress"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Warning" not in proc.stderr, proc.stderr[-2000:]
+    assert "degenerate" in proc.stdout
+    md = (out / "audit.md").read_text()
+    assert "degenerate" in md and not re.search(r"\bnan\b", md, re.I)
+    for stem in ("nn_angles", "pca", "tsne", "similarity"):
+        assert (out / f"{stem}.png").stat().st_size > 1000, stem
+
+
+def test_audit_progress_prints_a_measured_estimate_and_a_bar(capsys):
+    # the estimate comes from timing the passes over the first rows (here the whole small table),
+    # not from a guessed throughput; nothing is printed without progress
+    from dispersion import audit
+
+    X = random_sphere(300, 8, seed=4, dtype=torch.float32)
+    rep = audit(X, reference_draws=1, labels=np.arange(300) % 3, progress=True)
+    captured = capsys.readouterr()
+    assert "roughly" in captured.out and "timed over" in captured.out
+    assert "audit" in captured.err  # the tqdm bar over the passes
+    assert rep.timings["estimate_s"] > 0 and rep.timings["estimate_calibration_s"] >= 0
+    rep = audit(X, reference_draws=1, progress=False)
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == "" and "estimate_s" not in rep.timings

@@ -147,3 +147,100 @@ def test_knn_exact_in_a_cluster_of_near_duplicates():
     idx, ang = metrics.knn(X, 5, block_size=64)
     assert torch.allclose(ang.double(), ref.values[:, :5], rtol=1e-6, atol=0)
     assert torch.equal(idx[:41], ref.indices[:41, :5])
+
+
+# ----------------------------------------------------------------------------------------
+# the sweep of dispersion._sweep.knn_exact against the float64 brute force, bit for bit
+# ----------------------------------------------------------------------------------------
+
+def chordal_brute_force(X, k):
+    """Every pair re-measured with the library's chordal formula in float64, sorted by (angle, index)."""
+    from dispersion._sweep import _measure
+
+    n = X.shape[0]
+    I, J = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    D = _measure(X, I.reshape(-1), J.reshape(-1)).view(n, n)
+    D.fill_diagonal_(math.inf)
+    order = D.argsort(dim=1, stable=True)[:, :k]  # stable: equal angles keep the smaller index first
+    return order, D.gather(1, order)
+
+
+def near_duplicate_clusters(n, d, seed, dtype=torch.float32, size=40, scale=1e-4):
+    """A third of the rows in clusters of ``size`` points within ``scale`` rad of their first
+    row (float cosines tie there), an exact duplicate of row 5 at the end, the rest uniform."""
+    g = torch.Generator().manual_seed(seed)
+    X = torch.nn.functional.normalize(torch.randn(n, d, dtype=torch.float64, generator=g), dim=1)
+    for c0 in range(0, n // 3, size):
+        for i in range(c0 + 1, min(n, c0 + size)):
+            v = torch.randn(d, dtype=torch.float64, generator=g)
+            v = torch.nn.functional.normalize(v - (v @ X[c0]) * X[c0], dim=0)
+            t = scale * torch.rand((), dtype=torch.float64, generator=g).item()
+            X[i] = math.cos(t) * X[c0] + math.sin(t) * v
+    X[n - 1] = X[5]
+    return torch.nn.functional.normalize(X.to(dtype), dim=1)
+
+
+@pytest.fixture(params=["sweep", "full rows"])
+def knn_path(request, monkeypatch):
+    """Both searches of knn_exact: the symmetric sweep (forced at any N) and full rows."""
+    from dispersion import _sweep
+
+    monkeypatch.setattr(_sweep, "_KNN_SWEEP_MIN_N", 2 if request.param == "sweep" else 10**9)
+    return request.param
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind", ["uniform", "near-duplicate clusters"])
+def test_knn_equals_the_float64_brute_force_exactly(knn_path, kind, dtype):
+    X = (random_sphere(333, 8, seed=5, dtype=dtype) if kind == "uniform"
+         else near_duplicate_clusters(333, 8, seed=5, dtype=dtype))
+    for k in (2, 5, 17):
+        ref_idx, ref_ang = chordal_brute_force(X, k)
+        for block_size in (1, 64, 100, 4096):
+            idx, ang = metrics.knn(X, k, block_size=block_size)
+            assert torch.equal(idx, ref_idx), (k, block_size)
+            assert torch.equal(ang, ref_ang.to(dtype)), (k, block_size)
+
+
+def test_knn_exact_in_large_clusters_and_duplicate_groups(knn_path):
+    # clusters larger than the k + 4 cosines the sweep keeps per row (rows searched again over
+    # their full row), groups of exact duplicates (ties at angle 0 go to the smaller index)
+    X = near_duplicate_clusters(600, 16, seed=1, size=60, scale=1e-5)
+    X[400:420] = X[400]
+    for k in (1, 10, 30):
+        ref_idx, ref_ang = chordal_brute_force(X, k)
+        idx, ang = metrics.knn(X, k, block_size=128)
+        assert torch.equal(idx, ref_idx) and torch.equal(ang, ref_ang.float())
+    idx, ang = metrics.knn(X, 3)
+    assert idx[400].tolist() == [401, 402, 403] and idx[419].tolist() == [400, 401, 402]
+    assert (ang[400:420] == 0).all()
+
+
+def test_knn_exact_low_level_search_matches_metrics():
+    from dispersion._sweep import knn_exact, nearest_neighbors_exact
+
+    X = near_duplicate_clusters(200, 5, seed=3)
+    ang, idx = knn_exact(X, 4, 64)
+    assert ang.dtype == torch.float64 and idx.dtype == torch.long and ang.shape == idx.shape == (200, 4)
+    a1, i1 = nearest_neighbors_exact(X, 64)
+    assert torch.equal(ang[:, 0], a1) and torch.equal(idx[:, 0], i1)
+
+
+def test_progress_bars_appear_only_when_asked(capsys):
+    X = random_sphere(300, 6, seed=2, dtype=torch.float32)
+    calls = {
+        "knn": lambda p: metrics.knn(X, 4, progress=p),
+        "min_angle": lambda p: metrics.min_angle(X, progress=p),
+        "nearest neighbours": lambda p: metrics.nearest_neighbor_angles(X, progress=p),
+        "mean_angle": lambda p: metrics.mean_angle(X, progress=p),
+        "median_angle": lambda p: metrics.median_angle(X, progress=p),
+    }
+    for name, call in calls.items():
+        call(False)
+        captured = capsys.readouterr()
+        assert captured.err == "" and captured.out == "", name
+        call(True)
+        err = capsys.readouterr().err
+        assert name in err and "pair" in err, (name, err)
+    metrics.knn_recall(X, X, 3, progress=True)
+    assert "knn" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import dispersion
 from dispersion import _sweep, metrics
 from dispersion.regularizers import blocked, pairwise
 
-from conftest import DEVICES, random_sphere, value_and_grad
+from conftest import random_sphere, value_and_grad
 
 
 def test_one_block_size_rule():
