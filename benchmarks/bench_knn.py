@@ -58,6 +58,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _readme import update_readme  # benchmarks/, the script's folder
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
@@ -315,19 +317,6 @@ def markdown(result: dict) -> str:
     return "\n".join(out)
 
 
-def _update_readme(device: str, table: str) -> None:
-    readme = HERE / "README.md"
-    text = readme.read_text()
-    start, end = f"<!-- knn_{device}:start -->", f"<!-- knn_{device}:end -->"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        _, tail = rest.split(end, 1)
-        text = f"{head}{start}\n{table}\n{end}{tail}"
-    else:
-        text = f"{text.rstrip()}\n\n{start}\n{table}\n{end}\n"
-    readme.write_text(text)
-
-
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", nargs="+", type=_parse_n, default=[10**4, 10**5],
@@ -408,7 +397,7 @@ def main(argv=None) -> None:
     table = markdown(result)
     stem.with_suffix(".md").write_text(table + "\n")
     if not args.no_readme and args.out.resolve() == (HERE / "results").resolve():
-        _update_readme(args.device, table)
+        update_readme(f"knn_{args.device}", table)
     print(table)
 
 

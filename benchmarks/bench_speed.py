@@ -61,6 +61,7 @@ import geoopt  # noqa: E402
 import dispersion  # noqa: E402
 from dispersion import metrics  # noqa: E402
 from dispersion.optim import RiemannianAdam, RiemannianSGD  # noqa: E402
+from _readme import update_readme, write_atomic  # noqa: E402  (benchmarks/, the script's folder)
 
 
 def _sync(device: str) -> None:
@@ -332,27 +333,6 @@ def markdown(rows: list[dict], meta: dict) -> str:
     return "\n".join(out)
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
-def _update_readme(device: str, table: str) -> None:
-    readme = HERE / "README.md"
-    text = readme.read_text()
-    start, end = f"<!-- speed_{device}:start -->", f"<!-- speed_{device}:end -->"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        _, tail = rest.split(end, 1)
-        text = f"{head}{start}\n{table}\n{end}{tail}"
-    else:
-        text = f"{text.rstrip()}\n\n{start}\n{table}\n{end}\n"
-    tmp = readme.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(readme)
-
-
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -405,12 +385,12 @@ def main(argv=None) -> None:
         meta_by_part[part] = {"date": date, "load_before": load_before,
                               "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg())}
         meta["meta_by_part"] = meta_by_part
-        _write(stem.with_suffix(".json"), json.dumps({"meta": meta, "rows": rows}, indent=1))
+        write_atomic(stem.with_suffix(".json"), json.dumps({"meta": meta, "rows": rows}, indent=1))
     meta["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     table = markdown(rows, meta)
-    _write(stem.with_suffix(".md"), table + "\n")
+    write_atomic(stem.with_suffix(".md"), table + "\n")
     if not args.no_readme and args.out == HERE / "results":
-        _update_readme(args.device, table)
+        update_readme(f"speed_{args.device}", table)
     print(table)
 
 
